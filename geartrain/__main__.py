@@ -1,0 +1,3 @@
+from geartrain.cli.main import main
+
+raise SystemExit(main())

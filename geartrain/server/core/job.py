@@ -1,0 +1,74 @@
+"""A job: one unit of work for one function, with its listeners."""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geartrain.server.core.function import Function
+    from geartrain.server.core.peer import Peer
+
+
+class Priority(enum.IntEnum):
+    HIGH = 0
+    NORMAL = 1
+    LOW = 2
+
+
+class JobState(enum.IntEnum):
+    QUEUED = 0  #: waiting in its function's queue for a worker
+    RUNNING = 1  #: assigned to a worker
+    SCHEDULED = 2  #: an epoch job whose time has not come
+    FINISHED = 3  #: completed, failed, cancelled or dropped; no longer indexed
+
+
+class Job:
+    """Everything the server knows about one job.
+
+    ``listeners`` are the foreground clients attached to it (the submitter
+    and every foreground submit that coalesced onto it); a background job
+    starts without any. ``ignored`` marks a running job nobody waits for any
+    more (cancelled, or a foreground job whose clients all left): it runs to
+    its end, but its results go nowhere.
+    """
+
+    __slots__ = (
+        "handle", "function", "unique", "data", "priority", "background", "when",
+        "reducer", "listeners", "worker", "numerator", "denominator", "retries",
+        "state", "ignored", "attempt",
+    )
+
+    def __init__(
+        self,
+        handle: bytes,
+        function: Function,
+        unique: bytes,
+        data: bytes,
+        priority: int,
+        background: bool,
+        when: int = 0,
+        reducer: bytes = b"",
+    ) -> None:
+        self.handle = handle
+        self.function = function
+        self.unique = unique
+        self.data = data
+        self.priority = priority
+        self.background = background
+        self.when = when
+        self.reducer = reducer
+        self.listeners: list[Peer] | None = None
+        self.worker: Peer | None = None
+        self.numerator = 0
+        self.denominator = 0
+        self.retries = 0
+        self.state = JobState.QUEUED
+        self.ignored = False
+        self.attempt = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Job {self.handle!r} {self.function.name!r} {JobState(self.state).name}"
+            f" prio={Priority(self.priority).name}>"
+        )

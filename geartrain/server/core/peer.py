@@ -1,0 +1,50 @@
+"""A peer: the server core's view of one connection (client, worker or admin)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from geartrain.server.core.function import Function
+    from geartrain.server.core.job import Job
+
+
+class Peer:
+    """State of one connection. Gearman does not separate clients from
+    workers: any connection may submit, register functions and grab jobs.
+
+    ``abilities`` maps each registered function to its CAN_DO_TIMEOUT in
+    milliseconds (0 = none), in registration order. ``jobs`` are the jobs this
+    peer runs as a worker, ``listening`` the foreground jobs it waits for as a
+    client. ``out`` collects encoded replies until the network layer writes
+    them in one go; ``transport`` belongs to the network layer and the core
+    never touches it.
+    """
+
+    __slots__ = (
+        "id", "fd", "host", "client_id", "out", "dirty", "closing", "closed",
+        "transport", "abilities", "jobs", "listening", "exceptions", "sleeping",
+        "noop_sent", "woken_for", "rr",
+    )
+
+    def __init__(self, peer_id: int, host: str = "-", fd: int = -1) -> None:
+        self.id = peer_id
+        self.fd = fd
+        self.host = host
+        self.client_id = b"-"
+        self.out: list[bytes] = []
+        self.dirty = False
+        self.closing = False
+        self.closed = False
+        self.transport: Any = None
+        self.abilities: dict[Function, int] = {}
+        self.jobs: dict[bytes, Job] = {}
+        self.listening: set[Job] = set()
+        self.exceptions = False
+        self.sleeping = False
+        self.noop_sent = False
+        self.woken_for: Function | None = None
+        self.rr = 0
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.id} fd={self.fd} {self.host} {self.client_id!r}>"

@@ -1,0 +1,793 @@
+"""The job server's brain: every binary packet and what it does.
+
+:class:`JobServer` is pure and deterministic. It takes events -- a peer
+connected, frames arrived from a peer, a peer went away, the clock reached a
+deadline -- and produces effects as data: encoded replies appended to
+``peer.out`` (the peer is listed in :attr:`JobServer.dirty` until the network
+layer writes them), ``peer.closing`` for connections to drop after the write,
+and deadlines in :attr:`JobServer.timers`. It never touches a socket, and it
+reads the time only through the two clocks it is given, so tests drive it
+with plain calls and a fake clock.
+
+Where gearmand 1.1.20 has a known bug, this module does the right thing; each
+place says so (see docs/compatibility.md for the list).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+
+from geartrain.protocol import REQ, RES, TEXT, FramingError, PacketType
+from geartrain.protocol.codec import Frame
+from geartrain.server.core import timers as _timers
+from geartrain.server.core.admin import AdminCommands
+from geartrain.server.core.function import Function
+from geartrain.server.core.job import Job, JobState, Priority
+from geartrain.server.core.peer import Peer
+from geartrain.server.core.settings import (
+    MAX_CLIENT_ID_SIZE,
+    MAX_REDUCER_SIZE,
+    MAX_UNIQUE_SIZE,
+    WAKE_ALL,
+    WAKE_AUTO,
+    CoreSettings,
+)
+from geartrain.server.core.timers import TimerQueue
+
+log = logging.getLogger("geartrain.server")
+
+_T = PacketType
+_header = struct.Struct(">4sII").pack
+
+QUEUED = JobState.QUEUED
+RUNNING = JobState.RUNNING
+SCHEDULED = JobState.SCHEDULED
+FINISHED = JobState.FINISHED
+HIGH, NORMAL, LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
+
+
+def _res(ptype: int, body: bytes) -> bytes:
+    return _header(RES, ptype, len(body)) + body
+
+
+NOOP_PACKET = _res(_T.NOOP, b"")
+NO_JOB_PACKET = _res(_T.NO_JOB, b"")
+_STATUS_UNKNOWN = b"\x000\x000\x000\x000"
+_STATUS_QUEUED = b"\x001\x000\x000\x000"
+_UINT32 = 0xFFFFFFFF
+
+
+def error_packet(code: bytes, text: bytes) -> bytes:
+    return _res(_T.ERROR, code + b"\0" + text)
+
+
+_ERR_NOT_EXPECTED = error_packet(b"INVALID_COMMAND", b"Command not expected")
+_ERR_BAD_MAGIC = error_packet(b"INVALID_MAGIC", b"Request magic expected")
+_ERR_RESULT_NOT_FOUND = error_packet(b"JOB_NOT_FOUND", b"Job given in work result not found")
+_ERR_DATA_NOT_FOUND = error_packet(b"JOB_NOT_FOUND", b"Job does not exist on server")
+_ERR_EXCEPTION_NOT_FOUND = error_packet(
+    b"JOB_NOT_FOUND", b"An exception was received for a job that does not exist"
+)
+_ERR_UNIQUE_TOO_LARGE = error_packet(b"ARGUMENT_TOO_LARGE", b"Unique value too large")
+_ERR_REDUCER_TOO_LARGE = error_packet(b"ARGUMENT_TOO_LARGE", b"Reducer name too large")
+_ERR_QUEUE_FULL = error_packet(b"QUEUE_ERROR", b"Job queue is full")
+_ERR_SHUTTING_DOWN = error_packet(b"QUEUE_ERROR", b"Server is shutting down")
+_ERR_UNKNOWN_OPTION = error_packet(b"UNKNOWN_OPTION", b"Server does not recognize given option")
+
+
+def _bad_packet(name: str, need: str) -> bytes:
+    return error_packet(b"INVALID_PACKET", f"{name} needs {need}".encode())
+
+
+def atoi(value: bytes) -> int:
+    """C ``atoi`` into a uint32, as gearmand stores WORK_STATUS numbers."""
+    s = value.strip()
+    end = 0
+    if s[:1] in (b"-", b"+"):
+        end = 1
+    while end < len(s) and 48 <= s[end] <= 57:
+        end += 1
+    try:
+        n = int(s[:end])
+    except ValueError:
+        return 0
+    return n & _UINT32
+
+
+def strtoll(value: bytes) -> int:
+    """C ``strtoll`` (base 10, garbage = 0, saturating), for SUBMIT_JOB_EPOCH."""
+    s = value.strip()
+    end = 0
+    if s[:1] in (b"-", b"+"):
+        end = 1
+    while end < len(s) and 48 <= s[end] <= 57:
+        end += 1
+    try:
+        n = int(s[:end])
+    except ValueError:
+        return 0
+    return max(-(1 << 63), min(n, (1 << 63) - 1))
+
+
+class JobServer:
+    """Functions, jobs, queues, workers and listeners of one job server."""
+
+    def __init__(
+        self,
+        settings: CoreSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings = settings or CoreSettings()
+        self.clock = clock
+        self.wallclock = wallclock
+        self.prefix = settings.handle_prefix.encode()
+        self.functions: dict[bytes, Function] = {}
+        #: maxqueue limits set for functions that do not exist yet
+        self.pending_limits: dict[bytes, tuple[int, int, int]] = {}
+        self.jobs: dict[bytes, Job] = {}
+        self.peers: dict[int, Peer] = {}
+        self.dirty: list[Peer] = []
+        self.timers = TimerQueue()
+        self.draining = False
+        self.next_handle = 1
+        self._next_peer = 1
+        self.admin = AdminCommands(self)
+        self.handlers = self._build_handlers()
+
+    # ------------------------------------------------------------------ events
+
+    def connect(self, host: str = "-", fd: int = -1) -> Peer:
+        """A connection was accepted."""
+        peer = Peer(self._next_peer, host, fd)
+        self._next_peer += 1
+        peer.exceptions = self.settings.exceptions
+        self.peers[peer.id] = peer
+        return peer
+
+    def receive(self, peer: Peer, frames: Iterable[Frame | FramingError]) -> None:
+        """Frames decoded from *peer*'s byte stream arrived."""
+        handlers = self.handlers
+        nhandlers = len(handlers)
+        for frame in frames:
+            if peer.closing:
+                return
+            if type(frame) is tuple:
+                ptype, body, magic = frame
+                if magic is REQ:
+                    if 0 < ptype < nhandlers:
+                        handlers[ptype](peer, body)
+                    else:
+                        self._send(peer, error_packet(
+                            b"INVALID_COMMAND", b"Unknown packet type %d" % ptype))
+                elif ptype == TEXT and magic is None:
+                    self._send(peer, self.admin.execute(peer, body))
+                else:
+                    # gearmand: valid framing, wrong direction -> ERROR, connection kept
+                    self._send(peer, _ERR_BAD_MAGIC)
+            else:
+                assert isinstance(frame, FramingError)
+                log.info("closing connection %d from %s: %s", peer.fd, peer.host, frame.text)
+                if frame.code != b"INVALID_MAGIC":
+                    self._send(peer, error_packet(frame.code, frame.text.encode()))
+                self.close(peer)
+
+    def disconnect(self, peer: Peer) -> None:
+        """The connection went away: requeue what it ran, detach what it waited for."""
+        if peer.closed:
+            return
+        peer.closed = True
+        peer.out.clear()
+        self.peers.pop(peer.id, None)
+        if peer.sleeping:
+            self._unsleep(peer)
+        woken_for = peer.woken_for
+        peer.woken_for = None
+        for f in peer.abilities:
+            f.workers.discard(peer)
+        for job in list(peer.jobs.values()):
+            self._requeue(job)
+        peer.abilities.clear()
+        for job in peer.listening:
+            listeners = job.listeners
+            if listeners is not None:
+                try:
+                    listeners.remove(peer)
+                except ValueError:
+                    pass
+                if not listeners and not job.background:
+                    self._abandon(job)
+        peer.listening.clear()
+        if woken_for is not None:
+            self._rewake(woken_for)
+
+    def close(self, peer: Peer) -> None:
+        """Ask the network layer to close *peer* once its pending output is written."""
+        peer.closing = True
+        self._mark(peer)
+
+    def next_deadline(self) -> float | None:
+        """Earliest timer deadline on the :attr:`clock`, if any."""
+        return self.timers.next_deadline()
+
+    def on_timer(self) -> None:
+        """The clock reached :meth:`next_deadline`: run what is due."""
+        for kind, job, token in self.timers.pop_due(self.clock()):
+            if kind == _timers.EPOCH_DUE:
+                if job.state == SCHEDULED:
+                    f = job.function
+                    f.scheduled -= 1
+                    job.state = QUEUED
+                    self._enqueue(f, job)
+            elif kind == _timers.WORK_TIMEOUT:
+                if job.state == RUNNING and job.attempt == token:
+                    log.info("job %s timed out on worker %s; requeued",
+                             job.handle.decode(errors="replace"), job.worker)
+                    self._requeue(job)
+
+    def start_draining(self) -> None:
+        """Graceful shutdown: hand out no more jobs and accept no new ones."""
+        self.draining = True
+
+    @property
+    def running_jobs(self) -> int:
+        return sum(f.running for f in self.functions.values())
+
+    # ----------------------------------------------------------------- helpers
+
+    def _mark(self, peer: Peer) -> None:
+        if not peer.dirty:
+            peer.dirty = True
+            self.dirty.append(peer)
+
+    def _send(self, peer: Peer, data: bytes) -> None:
+        peer.out.append(data)
+        if not peer.dirty:
+            peer.dirty = True
+            self.dirty.append(peer)
+
+    def function(self, name: bytes) -> Function:
+        """The function called *name*, created if it does not exist yet."""
+        f = self.functions.get(name)
+        if f is None:
+            f = self.functions[name] = Function(name)
+            limit = self.pending_limits.pop(name, None)
+            if limit is not None:
+                f.max_queue = limit
+        return f
+
+    def _enqueue(self, f: Function, job: Job) -> None:
+        f.push(job)
+        if f.sleepers:
+            self._wake(f)
+
+    def _wake(self, f: Function) -> None:
+        n = self.settings.worker_wakeup
+        sleepers = f.sleepers
+        if n == WAKE_AUTO:
+            n = 1
+        elif n == WAKE_ALL:
+            n = len(sleepers)
+        send = self._send
+        while sleepers and n > 0:
+            worker = sleepers.popitem(last=False)[0]
+            self._unsleep(worker)
+            worker.noop_sent = True
+            worker.woken_for = f
+            send(worker, NOOP_PACKET)
+            n -= 1
+
+    def _rewake(self, f: Function) -> None:
+        """A worker woken for *f* went elsewhere; wake another if work remains."""
+        if f.sleepers and f.runnable and not self.draining:
+            self._wake(f)
+
+    def _unsleep(self, worker: Peer) -> None:
+        worker.sleeping = False
+        for f in worker.abilities:
+            f.sleepers.pop(worker, None)
+
+    def _has_work(self, worker: Peer) -> bool:
+        if self.draining:
+            return False
+        for f in worker.abilities:
+            q = f.queued
+            if q[0] or q[1] or q[2]:
+                return True
+        return False
+
+    def _take(self, worker: Peer) -> Job | None:
+        """The next job for *worker*: highest priority across its functions,
+        rotating among functions of equal priority (gearmand 2.0 order).
+        Dead entries met on the way are dropped."""
+        abilities = worker.abilities
+        if len(abilities) == 1:
+            for f in abilities:
+                q = f.queued
+                for p in (HIGH, NORMAL, LOW):
+                    while q[p]:
+                        job = f.pop(p)
+                        if not job.ignored:
+                            return job
+                        self._finish(job)
+            return None
+        funcs = list(abilities)
+        n = len(funcs)
+        if not n:
+            return None
+        start = worker.rr % n
+        for p in (HIGH, NORMAL, LOW):
+            for i in range(n):
+                f = funcs[(start + i) % n]
+                q = f.queued
+                while q[p]:
+                    job = f.pop(p)
+                    if not job.ignored:
+                        worker.rr = start + i + 1
+                        return job
+                    self._finish(job)
+        return None
+
+    def _finish(self, job: Job) -> None:
+        """Forget a job that ended (its running count is adjusted by the caller)."""
+        job.state = FINISHED
+        del self.jobs[job.handle]
+        f = job.function
+        if job.unique:
+            f.unindex(job)
+        f.total -= 1
+        listeners = job.listeners
+        if listeners:
+            for peer in listeners:
+                peer.listening.discard(job)
+            job.listeners = None
+
+    def _abandon(self, job: Job) -> None:
+        """The last client of a foreground job left: it will not run (if queued)
+        or its result goes nowhere (if running)."""
+        job.ignored = True
+        if job.unique:
+            job.function.unindex(job)
+        if job.state == QUEUED:
+            for dead in job.function.bury(job):
+                self._finish(dead)
+
+    def _requeue(self, job: Job) -> None:
+        """The worker running *job* lost it (disconnect, CANT_DO, timeout)."""
+        worker = job.worker
+        if worker is not None:
+            worker.jobs.pop(job.handle, None)
+        job.worker = None
+        f = job.function
+        f.running -= 1
+        job.retries += 1
+        job.numerator = job.denominator = 0
+        if job.ignored:
+            self._finish(job)
+            return
+        limit = self.settings.job_retries
+        if limit > 0 and job.retries >= limit:
+            log.warning("job %s of %r dropped after %d attempts",
+                        job.handle.decode(errors="replace"), f.name, job.retries)
+            self._fail_listeners(job)
+            self._finish(job)
+            return
+        job.state = QUEUED
+        self._enqueue(f, job)
+
+    def _fail_listeners(self, job: Job) -> None:
+        if job.listeners:
+            # gearmand bug #108 fixed: WORK_FAIL carries the bare handle, no NUL
+            pkt = _res(_T.WORK_FAIL, job.handle)
+            for peer in job.listeners:
+                self._send(peer, pkt)
+
+    # ------------------------------------------------------------ jobs, admin
+
+    def cancel(self, handle: bytes) -> bool:
+        """Cancel a job: its clients get WORK_FAIL; a queued one stays listed
+        (ignored) until a worker reaches it, as in gearmand; a running one
+        runs on, its results going nowhere."""
+        job = self.jobs.get(handle)
+        if job is None or job.ignored:
+            return False
+        self._fail_listeners(job)
+        for peer in job.listeners or ():
+            peer.listening.discard(job)
+        job.listeners = None
+        f = job.function
+        if job.state == SCHEDULED:
+            f.scheduled -= 1
+            self._finish(job)
+            return True
+        job.ignored = True
+        if job.unique:
+            f.unindex(job)
+        if job.state == QUEUED:
+            for dead in f.bury(job):
+                self._finish(dead)
+        return True
+
+    def set_max_queue(self, name: bytes, limits: tuple[int, int, int]) -> None:
+        """Limit the jobs of *name* per priority; remembered for unknown functions."""
+        value = None if limits == (0, 0, 0) else limits
+        f = self.functions.get(name)
+        if f is not None:
+            f.max_queue = value
+        elif value is None:
+            self.pending_limits.pop(name, None)
+        else:
+            self.pending_limits[name] = value
+
+    def drop_function(self, name: bytes) -> bool | None:
+        """True if dropped, False if busy, None if unknown."""
+        f = self.functions.get(name)
+        if f is None:
+            return None
+        if f.workers or f.total:
+            return False
+        del self.functions[name]
+        return True
+
+    # ----------------------------------------------------------- packet table
+
+    def _build_handlers(self) -> list[Callable[[Peer, bytes], None]]:
+        handlers: list[Callable[[Peer, bytes], None]] = [self._not_expected] * (_T.STATUS_RES_UNIQUE + 1)
+        submit = self._submit
+        for ptype, handler in {
+            _T.CAN_DO: self._can_do,
+            _T.CANT_DO: self._cant_do,
+            _T.RESET_ABILITIES: self._reset_abilities,
+            _T.PRE_SLEEP: self._pre_sleep,
+            _T.SUBMIT_JOB: partial(submit, NORMAL, False),
+            _T.GRAB_JOB: partial(self._grab, _T.JOB_ASSIGN),
+            _T.WORK_STATUS: self._work_status,
+            _T.WORK_COMPLETE: self._work_complete,
+            _T.WORK_FAIL: self._work_fail,
+            _T.GET_STATUS: self._get_status,
+            _T.ECHO_REQ: self._echo,
+            _T.SUBMIT_JOB_BG: partial(submit, NORMAL, True),
+            _T.SUBMIT_JOB_HIGH: partial(submit, HIGH, False),
+            _T.SET_CLIENT_ID: self._set_client_id,
+            _T.CAN_DO_TIMEOUT: self._can_do_timeout,
+            _T.WORK_EXCEPTION: self._work_exception,
+            _T.OPTION_REQ: self._option,
+            _T.WORK_DATA: partial(self._work_forward, _T.WORK_DATA),
+            _T.WORK_WARNING: partial(self._work_forward, _T.WORK_WARNING),
+            _T.GRAB_JOB_UNIQ: partial(self._grab, _T.JOB_ASSIGN_UNIQ),
+            _T.SUBMIT_JOB_HIGH_BG: partial(submit, HIGH, True),
+            _T.SUBMIT_JOB_LOW: partial(submit, LOW, False),
+            _T.SUBMIT_JOB_LOW_BG: partial(submit, LOW, True),
+            _T.SUBMIT_JOB_EPOCH: self._submit_epoch,
+            _T.SUBMIT_REDUCE_JOB: partial(self._submit_reduce, False),
+            _T.SUBMIT_REDUCE_JOB_BACKGROUND: partial(self._submit_reduce, True),
+            _T.GRAB_JOB_ALL: partial(self._grab, _T.JOB_ASSIGN_ALL),
+            _T.GET_STATUS_UNIQUE: self._get_status_unique,
+        }.items():
+            handlers[ptype] = handler
+        # NOOP, JOB_CREATED, NO_JOB, JOB_ASSIGN*, ECHO_RES, ERROR, STATUS_RES*,
+        # OPTION_RES, ALL_YOURS, SUBMIT_JOB_SCHED and 5 stay _not_expected.
+        return handlers
+
+    def _not_expected(self, peer: Peer, body: bytes) -> None:
+        self._send(peer, _ERR_NOT_EXPECTED)
+
+    # ------------------------------------------------------------- submitting
+
+    def _submit(self, priority: int, background: bool, peer: Peer, body: bytes) -> None:
+        parts = body.split(b"\0", 2)
+        if len(parts) != 3:
+            self._send(peer, _bad_packet("SUBMIT_JOB", "function\\0unique\\0data"))
+            return
+        self._create(peer, parts[0], parts[1], parts[2], priority, background, 0, b"")
+
+    def _submit_epoch(self, peer: Peer, body: bytes) -> None:
+        parts = body.split(b"\0", 3)
+        if len(parts) != 4:
+            self._send(peer, _bad_packet("SUBMIT_JOB_EPOCH", "function\\0unique\\0epoch\\0data"))
+            return
+        self._create(peer, parts[0], parts[1], parts[3], NORMAL, True, strtoll(parts[2]), b"")
+
+    def _submit_reduce(self, background: bool, peer: Peer, body: bytes) -> None:
+        parts = body.split(b"\0", 4)
+        if len(parts) == 5:  # function, unique, reducer, aggregator (unused), data
+            name, unique, reducer, _aggregator, data = parts
+        elif len(parts) == 4:  # the 3-field form of the PROTOCOL document
+            name, unique, reducer, data = parts
+        else:
+            self._send(peer, _bad_packet(
+                "SUBMIT_REDUCE_JOB", "function\\0unique\\0reducer\\0aggregator\\0data"))
+            return
+        if len(reducer) > MAX_REDUCER_SIZE:
+            self._send(peer, _ERR_REDUCER_TOO_LARGE)
+            return
+        self._create(peer, name, unique, data, NORMAL, background, 0, reducer)
+
+    def _create(
+        self, peer: Peer, name: bytes, unique: bytes, data: bytes, priority: int,
+        background: bool, when: int, reducer: bytes,
+    ) -> None:
+        if len(unique) > MAX_UNIQUE_SIZE:
+            self._send(peer, _ERR_UNIQUE_TOO_LARGE)
+            return
+        if self.draining:
+            self._send(peer, _ERR_SHUTTING_DOWN)
+            return
+        f = self.functions.get(name)
+        if f is None:
+            f = self.function(name)
+        if unique:
+            job = f.coalesce_target(unique, data)
+            if job is not None:
+                # coalesce: same handle; a foreground submitter listens from now on
+                if not background and job not in peer.listening:
+                    if job.listeners is None:
+                        job.listeners = [peer]
+                    else:
+                        job.listeners.append(peer)
+                    peer.listening.add(job)
+                self._send(peer, _res(_T.JOB_CREATED, job.handle))
+                return
+        limits = f.max_queue
+        if limits is not None:
+            limit = limits[priority]
+            if limit and f.total >= limit:
+                self._send(peer, _ERR_QUEUE_FULL)
+                return
+        handle = b"%s:%d" % (self.prefix, self.next_handle)
+        self.next_handle += 1
+        job = Job(handle, f, unique, data, priority, background, when, reducer)
+        self.jobs[handle] = job
+        if unique:
+            f.index(job)
+        f.total += 1
+        if not background:
+            job.listeners = [peer]
+            peer.listening.add(job)
+        if when > 0:
+            delay = when - self.wallclock()
+            if delay > 0:
+                job.state = SCHEDULED
+                f.scheduled += 1
+                self.timers.add(self.clock() + delay, _timers.EPOCH_DUE, job)
+                self._send(peer, _res(_T.JOB_CREATED, handle))
+                return
+        f.push(job)
+        if f.sleepers:
+            self._wake(f)
+        self._send(peer, _res(_T.JOB_CREATED, handle))
+
+    # ---------------------------------------------------------------- workers
+
+    def _can_do(self, peer: Peer, body: bytes) -> None:
+        self._add_ability(peer, body, 0)
+
+    def _can_do_timeout(self, peer: Peer, body: bytes) -> None:
+        name, sep, ms = body.rpartition(b"\0")
+        if not sep:
+            self._send(peer, _bad_packet("CAN_DO_TIMEOUT", "function\\0milliseconds"))
+            return
+        if len(ms) > 20:
+            self._send(peer, error_packet(b"INVALID_PACKET", b"CAN_DO_TIMEOUT value too long"))
+            return
+        self._add_ability(peer, name, max(0, strtoll(ms)))
+
+    def _add_ability(self, peer: Peer, name: bytes, timeout_ms: int) -> None:
+        f = self.function(name)
+        abilities = peer.abilities
+        if f in abilities:
+            del abilities[f]  # re-registering moves it to "most recent"
+        else:
+            f.workers.add(peer)
+        abilities[f] = timeout_ms
+        if peer.sleeping:
+            if f.runnable and not self.draining:
+                self._unsleep(peer)
+                peer.noop_sent = True
+                peer.woken_for = f
+                self._send(peer, NOOP_PACKET)
+            else:
+                f.sleepers[peer] = None
+
+    def _remove_ability(self, peer: Peer, f: Function) -> None:
+        del peer.abilities[f]
+        f.workers.discard(peer)
+        f.sleepers.pop(peer, None)
+        for job in [j for j in peer.jobs.values() if j.function is f]:
+            self._requeue(job)
+        if peer.woken_for is f:
+            peer.woken_for = None
+            self._rewake(f)
+
+    def _cant_do(self, peer: Peer, body: bytes) -> None:
+        f = self.functions.get(body)
+        if f is not None and f in peer.abilities:
+            self._remove_ability(peer, f)
+
+    def _reset_abilities(self, peer: Peer, body: bytes) -> None:
+        for f in list(peer.abilities):
+            self._remove_ability(peer, f)
+
+    def _pre_sleep(self, peer: Peer, body: bytes) -> None:
+        if peer.sleeping:
+            return
+        if self._has_work(peer):
+            peer.noop_sent = True
+            self._send(peer, NOOP_PACKET)
+            return
+        peer.sleeping = True
+        peer.noop_sent = False
+        for f in peer.abilities:
+            f.sleepers[peer] = None
+
+    def _grab(self, assign: int, peer: Peer, body: bytes) -> None:
+        if peer.sleeping:
+            self._unsleep(peer)
+        peer.noop_sent = False
+        woken_for = peer.woken_for
+        peer.woken_for = None
+        job = None if self.draining else self._take(peer)
+        if job is None:
+            self._send(peer, NO_JOB_PACKET)
+            return
+        f = job.function
+        if woken_for is not None and woken_for is not f:
+            self._rewake(woken_for)
+        job.state = RUNNING
+        job.worker = peer
+        job.attempt += 1
+        f.running += 1
+        handle = job.handle
+        peer.jobs[handle] = job
+        timeout = peer.abilities[f]
+        if timeout:
+            self.timers.add(self.clock() + timeout / 1000.0, _timers.WORK_TIMEOUT, job, job.attempt)
+        if assign == _T.JOB_ASSIGN:
+            body = handle + b"\0" + f.name + b"\0" + job.data
+        elif assign == _T.JOB_ASSIGN_UNIQ or not job.reducer:
+            # GRAB_JOB_ALL without a reducer answers JOB_ASSIGN_UNIQ, as libgearman expects
+            assign = _T.JOB_ASSIGN_UNIQ
+            body = b"\0".join((handle, f.name, job.unique, job.data))
+        else:
+            body = b"\0".join((handle, f.name, job.unique, job.reducer, job.data))
+        self._send(peer, _header(RES, assign, len(body)) + body)
+
+    def _set_client_id(self, peer: Peer, body: bytes) -> None:
+        # control characters would break the line-oriented `workers` listing
+        cid = body[:MAX_CLIENT_ID_SIZE]
+        if any(c < 32 for c in cid):
+            cid = bytes(c if c >= 32 else 32 for c in cid)
+        peer.client_id = cid  # gearmand shows an empty id as empty
+
+    # ---------------------------------------------------------------- results
+
+    def _work_status(self, peer: Peer, body: bytes) -> None:
+        parts = body.split(b"\0", 2)
+        if len(parts) != 3:
+            self._send(peer, _bad_packet("WORK_STATUS", "handle\\0numerator\\0denominator"))
+            return
+        job = peer.jobs.get(parts[0])
+        if job is None:
+            self._send(peer, _ERR_RESULT_NOT_FOUND)
+            return
+        job.numerator = atoi(parts[1])
+        job.denominator = atoi(parts[2])
+        if job.listeners:
+            pkt = _header(RES, _T.WORK_STATUS, len(body)) + body
+            for listener in job.listeners:
+                self._send(listener, pkt)
+
+    def _work_forward(self, ptype: int, peer: Peer, body: bytes) -> None:
+        i = body.find(b"\0")
+        if i < 0:
+            handle = body
+            body += b"\0"
+        else:
+            handle = body[:i]
+        job = peer.jobs.get(handle)
+        if job is None:
+            self._send(peer, _ERR_DATA_NOT_FOUND)
+            return
+        if job.listeners:
+            pkt = _header(RES, ptype, len(body)) + body
+            for listener in job.listeners:
+                self._send(listener, pkt)
+
+    def _work_complete(self, peer: Peer, body: bytes) -> None:
+        i = body.find(b"\0")
+        if i < 0:
+            # Perl's Gearman::Worker sends a bare handle for an empty result
+            handle = body
+            body += b"\0"
+        else:
+            handle = body[:i]
+        job = peer.jobs.pop(handle, None)
+        if job is None:
+            self._send(peer, _ERR_RESULT_NOT_FOUND)
+            return
+        listeners = job.listeners
+        if listeners:
+            pkt = _header(RES, _T.WORK_COMPLETE, len(body)) + body
+            for listener in listeners:
+                self._send(listener, pkt)
+        job.function.running -= 1
+        self._finish(job)
+
+    def _work_fail(self, peer: Peer, body: bytes) -> None:
+        handle = body.rstrip(b"\0")
+        job = peer.jobs.pop(handle, None)
+        if job is None:
+            self._send(peer, _ERR_RESULT_NOT_FOUND)
+            return
+        self._fail_listeners(job)
+        job.function.running -= 1
+        self._finish(job)
+
+    def _work_exception(self, peer: Peer, body: bytes) -> None:
+        i = body.find(b"\0")
+        if i < 0:
+            handle = body
+            body += b"\0"
+        else:
+            handle = body[:i]
+        job = peer.jobs.pop(handle, None)
+        if job is None:
+            self._send(peer, _ERR_EXCEPTION_NOT_FOUND)
+            return
+        if job.listeners:
+            exc = _header(RES, _T.WORK_EXCEPTION, len(body)) + body
+            fail = _res(_T.WORK_FAIL, handle)  # gearmand #108: no stray trailing NUL
+            for listener in job.listeners:
+                self._send(listener, exc if listener.exceptions else fail)
+        job.function.running -= 1
+        self._finish(job)
+
+    # ----------------------------------------------------------------- status
+
+    def _get_status(self, peer: Peer, body: bytes) -> None:
+        job = self.jobs.get(body)
+        if job is None:
+            tail = _STATUS_UNKNOWN
+        elif job.state == RUNNING:
+            tail = b"\x001\x001\x00%d\x00%d" % (job.numerator, job.denominator)
+        else:
+            tail = _STATUS_QUEUED
+        body += tail
+        self._send(peer, _header(RES, _T.STATUS_RES, len(body)) + body)
+
+    def find_unique(self, unique: bytes) -> Job | None:
+        """The first live job with *unique* in any function (gearmand's lookup)."""
+        for f in self.functions.values():
+            job = f.by_unique.get(unique)
+            if job is not None:
+                return job
+        return None
+
+    def _get_status_unique(self, peer: Peer, body: bytes) -> None:
+        job = self.find_unique(body) if body else None
+        if job is None:
+            tail = b"\x000\x000\x000\x000\x000"
+        else:
+            clients = len(job.listeners) if job.listeners else 0
+            if job.state == RUNNING:
+                tail = b"\x001\x001\x00%d\x00%d\x00%d" % (job.numerator, job.denominator, clients)
+            else:
+                tail = b"\x001\x000\x000\x000\x00%d" % clients
+        self._send(peer, _res(_T.STATUS_RES_UNIQUE, body + tail))
+
+    # ------------------------------------------------------------------ misc
+
+    def _echo(self, peer: Peer, body: bytes) -> None:
+        self._send(peer, _header(RES, _T.ECHO_RES, len(body)) + body)
+
+    def _option(self, peer: Peer, body: bytes) -> None:
+        if body.lower() == b"exceptions":
+            peer.exceptions = True
+            self._send(peer, _res(_T.OPTION_RES, body))
+        else:
+            self._send(peer, _ERR_UNKNOWN_OPTION)

@@ -1,0 +1,42 @@
+"""Settings of the server core (what the core needs to know, nothing about sockets)."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+#: gearmand refuses uniques longer than this
+MAX_UNIQUE_SIZE = 64
+#: ... and reducer names longer than this
+MAX_REDUCER_SIZE = 64
+#: SET_CLIENT_ID is truncated to this many bytes, as gearmand does
+MAX_CLIENT_ID_SIZE = 127
+
+WAKE_AUTO = 0
+WAKE_ALL = -1
+
+
+def default_handle_prefix() -> str:
+    return "H:" + socket.gethostname()
+
+
+@dataclasses.dataclass(slots=True)
+class CoreSettings:
+    """Behaviour switches of :class:`~geartrain.server.core.server.JobServer`.
+
+    ``job_retries``: a job that a worker lost (disconnect, CANT_DO, timeout)
+    this many times in total is dropped and its clients get WORK_FAIL; 0 keeps
+    requeueing forever (gearmand 1.1.20 semantics).
+
+    ``worker_wakeup``: sleeping workers woken per queued job. ``WAKE_AUTO``
+    (0) wakes one per runnable job, rotating fairly; ``WAKE_ALL`` (-1) wakes
+    every sleeper, like gearmand's default; N > 0 wakes up to N.
+    """
+
+    handle_prefix: str = dataclasses.field(default_factory=default_handle_prefix)
+    job_retries: int = 0
+    worker_wakeup: int = WAKE_AUTO
+    exceptions: bool = False
+    version: str = "0"
+    pid: int = 0
+    verbose: str = "NOTICE"
