@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import Final, Union
+from typing import Final
 
 from geartrain.protocol.packets import HEADER_SIZE, LAYOUT, REQ, RES, type_name
 
@@ -32,7 +32,7 @@ _HEADER = struct.Struct(">4sII")
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
 
-Frame = tuple[int, bytes, Union[bytes, None]]
+Frame = tuple[int, bytes, bytes | None]
 
 
 class ProtocolError(Exception):
@@ -169,9 +169,13 @@ class Decoder:
                 append((ptype, data[pos + HEADER_SIZE : end], magic))
                 pos = end
             else:
-                nl = data.find(b"\n", pos, pos + self.max_line + 1)
+                # The limit is on the line itself, without its "\r\n" or "\n":
+                # look one byte further so a CR before the LF is not counted.
+                nl = data.find(b"\n", pos, pos + self.max_line + 2)
                 if nl < 0:
-                    if n - pos > self.max_line:
+                    if n - pos > self.max_line + 1 or (
+                        n - pos > self.max_line and data[n - 1] != 13
+                    ):
                         return self._fail(
                             out, b"ARGUMENT_TOO_LARGE",
                             f"admin line longer than {self.max_line} bytes",
@@ -179,6 +183,11 @@ class Decoder:
                     self._need = n - pos + 1
                     break
                 end = nl - 1 if nl > pos and data[nl - 1] == 13 else nl
+                if end - pos > self.max_line:
+                    return self._fail(
+                        out, b"ARGUMENT_TOO_LARGE",
+                        f"admin line longer than {self.max_line} bytes",
+                    )
                 append((TEXT, data[pos:end], None))
                 pos = nl + 1
         else:
