@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import time
 
-from geartrain.protocol import REQ, Decoder, FramingError, PacketType, encode, parse_args, type_name
+from geartrain.protocol import REQ, Decoder, FramingError, PacketType, parse_args, type_name
 from geartrain.protocol.codec import TEXT
 
 
