@@ -27,8 +27,11 @@ MAX_WORDS = 5
 OK = b"OK\r\n"
 
 
+_INCOMPLETE = b"ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+"
+
+
 def _incomplete(command: bytes) -> bytes:
-    return b"ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+" + command + b"\r\n"
+    return _INCOMPLETE + command + b"\r\n"
 
 
 def _unknown(word: bytes) -> bytes:
@@ -130,7 +133,7 @@ class AdminCommands:
     def create(self, peer: Peer, words: list[bytes]) -> bytes:
         if len(words) != 3 or words[1].lower() != b"function":
             return _incomplete(words[0])
-        self.server.function(words[2])
+        self.server.function(words[2]).pinned = True
         return OK
 
     def drop(self, peer: Peer, words: list[bytes]) -> bytes:

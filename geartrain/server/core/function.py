@@ -28,7 +28,7 @@ class Function:
 
     __slots__ = (
         "name", "queues", "queued", "dead", "scheduled", "total", "running", "workers",
-        "sleepers", "max_queue", "by_unique", "by_payload",
+        "sleepers", "max_queue", "by_unique", "by_payload", "pinned",
     )
 
     def __init__(self, name: bytes) -> None:
@@ -44,6 +44,7 @@ class Function:
         self.max_queue: tuple[int, int, int] | None = None
         self.by_unique: dict[bytes, Job] = {}
         self.by_payload: dict[bytes, Job] = {}  #: jobs submitted with unique "-"
+        self.pinned = False  #: made by the admin `create function`: never forgotten when idle
 
     @property
     def runnable(self) -> int:
@@ -89,7 +90,8 @@ class Function:
     def index(self, job: Job) -> None:
         u = job.unique
         if u == b"-":
-            self.by_payload[job.data] = job
+            if job.data:  # gearmand: "-" with an empty payload never coalesces
+                self.by_payload[job.data] = job
         elif u:
             self.by_unique[u] = job
 
@@ -104,7 +106,7 @@ class Function:
 
     def coalesce_target(self, unique: bytes, data: bytes) -> Job | None:
         if unique == b"-":
-            return self.by_payload.get(data)
+            return self.by_payload.get(data) if data else None
         return self.by_unique.get(unique)
 
     def __repr__(self) -> str:

@@ -63,7 +63,7 @@ class Job:
         self.numerator = 0
         self.denominator = 0
         self.retries = 0
-        self.state = JobState.QUEUED
+        self.state: int = 0  # a JobState, kept as a plain int (QUEUED)
         self.ignored = False
         self.attempt = 0
 

@@ -24,7 +24,7 @@ class Peer:
     __slots__ = (
         "id", "fd", "host", "client_id", "out", "dirty", "closing", "closed",
         "transport", "abilities", "jobs", "listening", "exceptions", "sleeping",
-        "noop_sent", "woken_for", "rr",
+        "woken_for", "rr",
     )
 
     def __init__(self, peer_id: int, host: str = "-", fd: int = -1) -> None:
@@ -42,7 +42,6 @@ class Peer:
         self.listening: set[Job] = set()
         self.exceptions = False
         self.sleeping = False
-        self.noop_sent = False
         self.woken_for: Function | None = None
         self.rr = 0
 

@@ -29,9 +29,11 @@ from geartrain.server.core.function import Function
 from geartrain.server.core.job import Job, JobState, Priority
 from geartrain.server.core.peer import Peer
 from geartrain.server.core.settings import (
+    MAX_ABILITIES,
     MAX_CLIENT_ID_SIZE,
     MAX_REDUCER_SIZE,
     MAX_UNIQUE_SIZE,
+    MIN_WORK_TIMEOUT_MS,
     WAKE_ALL,
     WAKE_AUTO,
     CoreSettings,
@@ -43,11 +45,13 @@ log = logging.getLogger("geartrain.server")
 _T = PacketType
 _header = struct.Struct(">4sII").pack
 
-QUEUED = JobState.QUEUED
-RUNNING = JobState.RUNNING
-SCHEDULED = JobState.SCHEDULED
-FINISHED = JobState.FINISHED
-HIGH, NORMAL, LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
+# plain ints, not the IntEnum members: the interpreter's fast paths for list
+# indexing and comparisons only apply to exact ints
+QUEUED = int(JobState.QUEUED)
+RUNNING = int(JobState.RUNNING)
+SCHEDULED = int(JobState.SCHEDULED)
+FINISHED = int(JobState.FINISHED)
+HIGH, NORMAL, LOW = int(Priority.HIGH), int(Priority.NORMAL), int(Priority.LOW)
 
 
 def _res(ptype: int, body: bytes) -> bytes:
@@ -73,7 +77,14 @@ _ERR_EXCEPTION_NOT_FOUND = error_packet(
     b"JOB_NOT_FOUND", b"An exception was received for a job that does not exist"
 )
 _ERR_UNIQUE_TOO_LARGE = error_packet(b"ARGUMENT_TOO_LARGE", b"Unique value too large")
-_ERR_REDUCER_TOO_LARGE = error_packet(b"ARGUMENT_TOO_LARGE", b"Reducer name too large")
+# gearmand 1.1.20 reports an oversized reducer with the unique text (verified)
+_ERR_REDUCER_TOO_LARGE = _ERR_UNIQUE_TOO_LARGE
+_ERR_HANDLE_TOO_LARGE = error_packet(
+    b"ARGUMENT_TOO_LARGE", b"Error occurred due to GEARMAND_JOB_HANDLE_SIZE being too small from snprintf"
+)
+_ERR_TOO_MANY_FUNCTIONS = error_packet(
+    b"ARGUMENT_TOO_LARGE", b"Too many functions registered on one connection"
+)
 _ERR_QUEUE_FULL = error_packet(b"QUEUE_ERROR", b"Job queue is full")
 _ERR_SHUTTING_DOWN = error_packet(b"QUEUE_ERROR", b"Server is shutting down")
 _ERR_UNKNOWN_OPTION = error_packet(b"UNKNOWN_OPTION", b"Server does not recognize given option")
@@ -134,6 +145,9 @@ class JobServer:
         self.peers: dict[int, Peer] = {}
         self.dirty: list[Peer] = []
         self.timers = TimerQueue()
+        #: workers sent a NOOP that have not grabbed yet -> when (oldest first)
+        self.woken: dict[Peer, float] = {}
+        self._sweep_at = settings.max_idle_functions
         self.draining = False
         self.next_handle = 1
         self._next_peer = 1
@@ -173,8 +187,8 @@ class JobServer:
             else:
                 assert isinstance(frame, FramingError)
                 log.info("closing connection %d from %s: %s", peer.fd, peer.host, frame.text)
-                if frame.code != b"INVALID_MAGIC":
-                    self._send(peer, error_packet(frame.code, frame.text.encode()))
+                # gearmand closes silently; telling the peer why costs nothing
+                self._send(peer, error_packet(frame.code, frame.text.encode()))
                 self.close(peer)
 
     def disconnect(self, peer: Peer) -> None:
@@ -186,8 +200,7 @@ class JobServer:
         self.peers.pop(peer.id, None)
         if peer.sleeping:
             self._unsleep(peer)
-        woken_for = peer.woken_for
-        peer.woken_for = None
+        woken_for = self._not_woken(peer)
         for f in peer.abilities:
             f.workers.discard(peer)
         for job in list(peer.jobs.values()):
@@ -196,10 +209,13 @@ class JobServer:
         for job in peer.listening:
             listeners = job.listeners
             if listeners is not None:
-                try:
-                    listeners.remove(peer)
-                except ValueError:
-                    pass
+                # one entry per foreground submit: the same connection may hold several
+                if len(listeners) == 1 and listeners[0] is peer:
+                    listeners.clear()
+                else:
+                    listeners[:] = [p for p in listeners if p is not peer]
+                # gearmand bug fixed: a background job that a foreground client
+                # coalesced onto is not lost when that client leaves
                 if not listeners and not job.background:
                     self._abandon(job)
         peer.listening.clear()
@@ -229,6 +245,8 @@ class JobServer:
                     log.info("job %s timed out on worker %s; requeued",
                              job.handle.decode(errors="replace"), job.worker)
                     self._requeue(job)
+            elif kind == _timers.WAKE_CHECK:
+                self._check_woken()
 
     def start_draining(self) -> None:
         """Graceful shutdown: hand out no more jobs and accept no new ones."""
@@ -255,15 +273,37 @@ class JobServer:
         """The function called *name*, created if it does not exist yet."""
         f = self.functions.get(name)
         if f is None:
+            if len(self.functions) >= self._sweep_at:
+                self._forget_idle_functions()
             f = self.functions[name] = Function(name)
             limit = self.pending_limits.pop(name, None)
             if limit is not None:
                 f.max_queue = limit
         return f
 
+    def _forget_idle_functions(self) -> None:
+        """Keep memory bounded when clients invent function names without end.
+
+        Like gearmand, a function stays listed after its last job and worker
+        are gone. Once there are ``settings.max_idle_functions`` functions,
+        the idle ones (no job, no worker, no limit, not made by `create
+        function`) are forgotten; the next sweep waits until the count has
+        doubled, so sweeping stays O(1) amortized.
+        """
+        idle = [
+            name for name, f in self.functions.items()
+            if not f.total and not f.workers and f.max_queue is None and not f.pinned
+        ]
+        for name in idle:
+            del self.functions[name]
+        self._sweep_at = max(self.settings.max_idle_functions, 2 * len(self.functions))
+        log.warning("forgot %d idle functions (more than %d functions known)",
+                    len(idle), self.settings.max_idle_functions)
+
     def _enqueue(self, f: Function, job: Job) -> None:
+        """Queue a requeued or newly due job and wake a sleeper for it."""
         f.push(job)
-        if f.sleepers:
+        if f.sleepers and not self.draining:  # a draining server hands nothing out
             self._wake(f)
 
     def _wake(self, f: Function) -> None:
@@ -277,10 +317,48 @@ class JobServer:
         while sleepers and n > 0:
             worker = sleepers.popitem(last=False)[0]
             self._unsleep(worker)
-            worker.noop_sent = True
-            worker.woken_for = f
+            self._woke(worker, f)
             send(worker, NOOP_PACKET)
             n -= 1
+
+    def _woke(self, worker: Peer, f: Function) -> None:
+        """*worker* was sent a NOOP for *f*'s work. If it has not grabbed after
+        ``settings.rewake_after`` seconds (stuck, or gone without a FIN), another
+        sleeper is woken, so one unresponsive worker cannot hold a job back."""
+        worker.woken_for = f
+        woken = self.woken
+        now = self.clock()
+        if not woken:
+            self.timers.add(now + self.settings.rewake_after, _timers.WAKE_CHECK, None)
+        woken[worker] = now
+
+    def _not_woken(self, worker: Peer) -> Function | None:
+        """*worker* grabbed, slept again or left: it is no longer on its way to a job."""
+        f = worker.woken_for
+        if f is not None:
+            worker.woken_for = None
+            self.woken.pop(worker, None)
+        return f
+
+    def _check_woken(self) -> None:
+        woken = self.woken
+        if not woken:
+            return
+        limit = self.clock() - self.settings.rewake_after
+        late = []
+        for worker, when in woken.items():
+            if when > limit:
+                break
+            late.append(worker)
+        for worker in late:
+            f = self._not_woken(worker)
+            if f is not None:
+                log.info("worker %s did not grab within %gs of its wake-up; waking another",
+                         worker, self.settings.rewake_after)
+                self._rewake(f)
+        if woken:
+            oldest = next(iter(woken.values()))
+            self.timers.add(oldest + self.settings.rewake_after, _timers.WAKE_CHECK, None)
 
     def _rewake(self, f: Function) -> None:
         """A worker woken for *f* went elsewhere; wake another if work remains."""
@@ -394,8 +472,10 @@ class JobServer:
         (ignored) until a worker reaches it, as in gearmand; a running one
         runs on, its results going nowhere."""
         job = self.jobs.get(handle)
-        if job is None or job.ignored:
+        if job is None:
             return False
+        if job.ignored:
+            return True  # still listed (cancelled or abandoned): gearmand answers OK again
         self._fail_listeners(job)
         for peer in job.listeners or ():
             peer.listening.discard(job)
@@ -425,13 +505,25 @@ class JobServer:
             self.pending_limits[name] = value
 
     def drop_function(self, name: bytes) -> bool | None:
-        """True if dropped, False if busy, None if unknown."""
+        """True if dropped, False if busy, None if unknown.
+
+        The name matches case-insensitively, as in gearmand (an exact match
+        wins). Unlike gearmand, a function that still has jobs is not dropped
+        (gearmand only checks for workers and running jobs, and frees the
+        function from under its queued ones).
+        """
         f = self.functions.get(name)
         if f is None:
-            return None
+            folded = name.lower()
+            for candidate in self.functions.values():
+                if candidate.name.lower() == folded:
+                    f = candidate
+                    break
+            else:
+                return None
         if f.workers or f.total:
             return False
-        del self.functions[name]
+        del self.functions[f.name]
         return True
 
     # ----------------------------------------------------------- packet table
@@ -439,7 +531,7 @@ class JobServer:
     def _build_handlers(self) -> list[Callable[[Peer, bytes], None]]:
         handlers: list[Callable[[Peer, bytes], None]] = [self._not_expected] * (_T.STATUS_RES_UNIQUE + 1)
         submit = self._submit
-        for ptype, handler in {
+        table: dict[int, Callable[[Peer, bytes], None]] = {
             _T.CAN_DO: self._can_do,
             _T.CANT_DO: self._cant_do,
             _T.RESET_ABILITIES: self._reset_abilities,
@@ -468,7 +560,8 @@ class JobServer:
             _T.SUBMIT_REDUCE_JOB_BACKGROUND: partial(self._submit_reduce, True),
             _T.GRAB_JOB_ALL: partial(self._grab, _T.JOB_ASSIGN_ALL),
             _T.GET_STATUS_UNIQUE: self._get_status_unique,
-        }.items():
+        }
+        for ptype, handler in table.items():
             handlers[ptype] = handler
         # NOOP, JOB_CREATED, NO_JOB, JOB_ASSIGN*, ECHO_RES, ERROR, STATUS_RES*,
         # OPTION_RES, ALL_YOURS, SUBMIT_JOB_SCHED and 5 stay _not_expected.
@@ -524,8 +617,15 @@ class JobServer:
         if unique:
             job = f.coalesce_target(unique, data)
             if job is not None:
-                # coalesce: same handle; a foreground submitter listens from now on
-                if not background and job not in peer.listening:
+                # coalesce: same handle; a foreground submit listens from now on.
+                # As in gearmand, each submit is one listener, so a connection that
+                # submits the same job twice gets every WORK_* packet twice (one per
+                # request it is waiting on).
+                if background:
+                    # a background submit makes the job a background job: it must
+                    # not be lost when the foreground clients leave
+                    job.background = True
+                else:
                     if job.listeners is None:
                         job.listeners = [peer]
                     else:
@@ -575,11 +675,19 @@ class JobServer:
         if len(ms) > 20:
             self._send(peer, error_packet(b"INVALID_PACKET", b"CAN_DO_TIMEOUT value too long"))
             return
-        self._add_ability(peer, name, max(0, strtoll(ms)))
+        timeout = strtoll(ms)
+        if timeout <= 0:
+            timeout = 0  # none, like plain CAN_DO
+        elif timeout < MIN_WORK_TIMEOUT_MS:
+            timeout = MIN_WORK_TIMEOUT_MS  # gearmand 1.1.20 rounds up to one second (verified)
+        self._add_ability(peer, name, timeout)
 
     def _add_ability(self, peer: Peer, name: bytes, timeout_ms: int) -> None:
-        f = self.function(name)
         abilities = peer.abilities
+        if len(abilities) >= MAX_ABILITIES and self.functions.get(name) not in abilities:
+            self._send(peer, _ERR_TOO_MANY_FUNCTIONS)
+            return
+        f = self.function(name)
         if f in abilities:
             del abilities[f]  # re-registering moves it to "most recent"
         else:
@@ -588,8 +696,7 @@ class JobServer:
         if peer.sleeping:
             if f.runnable and not self.draining:
                 self._unsleep(peer)
-                peer.noop_sent = True
-                peer.woken_for = f
+                self._woke(peer, f)
                 self._send(peer, NOOP_PACKET)
             else:
                 f.sleepers[peer] = None
@@ -601,7 +708,7 @@ class JobServer:
         for job in [j for j in peer.jobs.values() if j.function is f]:
             self._requeue(job)
         if peer.woken_for is f:
-            peer.woken_for = None
+            self._not_woken(peer)
             self._rewake(f)
 
     def _cant_do(self, peer: Peer, body: bytes) -> None:
@@ -617,20 +724,20 @@ class JobServer:
         if peer.sleeping:
             return
         if self._has_work(peer):
-            peer.noop_sent = True
             self._send(peer, NOOP_PACKET)
             return
         peer.sleeping = True
-        peer.noop_sent = False
+        if peer.woken_for is not None:
+            self._not_woken(peer)  # it went back to sleep: no longer on its way to a job
         for f in peer.abilities:
             f.sleepers[peer] = None
 
     def _grab(self, assign: int, peer: Peer, body: bytes) -> None:
         if peer.sleeping:
             self._unsleep(peer)
-        peer.noop_sent = False
         woken_for = peer.woken_for
-        peer.woken_for = None
+        if woken_for is not None:
+            self._not_woken(peer)
         job = None if self.draining else self._take(peer)
         if job is None:
             self._send(peer, NO_JOB_PACKET)
@@ -722,7 +829,9 @@ class JobServer:
         handle = body.rstrip(b"\0")
         job = peer.jobs.pop(handle, None)
         if job is None:
-            self._send(peer, _ERR_RESULT_NOT_FOUND)
+            # gearmand checks the length first (its handles fit in 64 bytes); ours may
+            # be longer with a long prefix, so only an unknown handle gets this answer
+            self._send(peer, _ERR_HANDLE_TOO_LARGE if len(handle) >= 64 else _ERR_RESULT_NOT_FOUND)
             return
         self._fail_listeners(job)
         job.function.running -= 1

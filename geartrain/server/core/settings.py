@@ -11,6 +11,10 @@ MAX_UNIQUE_SIZE = 64
 MAX_REDUCER_SIZE = 64
 #: SET_CLIENT_ID is truncated to this many bytes, as gearmand does
 MAX_CLIENT_ID_SIZE = 127
+#: functions one connection may register (CAN_DO); more get ERROR
+MAX_ABILITIES = 10_000
+#: a CAN_DO_TIMEOUT below this many milliseconds counts as this many, as in gearmand
+MIN_WORK_TIMEOUT_MS = 1000
 
 WAKE_AUTO = 0
 WAKE_ALL = -1
@@ -40,3 +44,7 @@ class CoreSettings:
     version: str = "0"
     pid: int = 0
     verbose: str = "NOTICE"
+    #: seconds a woken worker may take to grab before another sleeper is woken
+    rewake_after: float = 1.0
+    #: beyond this many functions, idle ones are forgotten (bounds memory)
+    max_idle_functions: int = 10_000

@@ -8,6 +8,7 @@ from typing import Any
 
 EPOCH_DUE = 0  #: an epoch job's time has come
 WORK_TIMEOUT = 1  #: a CAN_DO_TIMEOUT expired
+WAKE_CHECK = 2  #: look for woken workers that never grabbed
 
 
 class TimerQueue:
