@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 
@@ -111,6 +112,21 @@ def install_event_loop_policy() -> str:
     return "uvloop"
 
 
+def raise_file_limit(wanted: int | None) -> int:
+    """Raise the soft RLIMIT_NOFILE towards *wanted* (default: the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if wanted is None else wanted
+    if hard != resource.RLIM_INFINITY:
+        target = min(target, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit to %d: %s", target, exc)
+    return soft
+
+
 def run(config: ServerConfig) -> int:
     process = ServerProcess(config)
     try:
@@ -127,7 +143,8 @@ def run(config: ServerConfig) -> int:
             log.critical("cannot write pid file %s: %s", config.pid_file, exc.strerror)
             return 1
     loop_name = install_event_loop_policy()
-    log.debug("event loop: %s", loop_name)
+    limit = raise_file_limit(config.file_descriptors)
+    log.debug("event loop: %s, open-file limit %d", loop_name, limit)
     try:
         return asyncio.run(process.serve())
     except KeyboardInterrupt:  # pragma: no cover - signal handler normally wins

@@ -111,6 +111,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("verbose", ("--verbose",),
            f"log level: {', '.join(LEVELS)} (default NOTICE)", parse_level, metavar="LEVEL"),
     Option("pid_file", ("-P", "--pid-file"), "write the process id to this file", str, metavar="FILE"),
+    Option("file_descriptors", ("-f", "--file-descriptors"),
+           "open-file limit to ask for (default: the hard limit, so thousands of idle "
+           "workers fit)", int, metavar="N"),
     Option("keepalive", ("--keepalive",), "enable TCP keepalive on every connection", parse_bool, "flag"),
     Option("keepalive_idle", ("--keepalive-idle",),
            "seconds idle before keepalive probes (TCP_KEEPIDLE)", int, metavar="SECONDS"),
@@ -141,6 +144,7 @@ class ServerConfig:
     log_file: str = "stderr"
     verbose: str = "NOTICE"
     pid_file: str | None = None
+    file_descriptors: int | None = None
     keepalive: bool = False
     keepalive_idle: int = -1
     keepalive_interval: int = -1

@@ -28,7 +28,8 @@ def test_help_lists_every_option():
                  "-w N, --worker-wakeup N", "--job-handle-prefix", "--exceptions", "-l FILE, --log-file FILE",
                  "--verbose LEVEL", "-P FILE, --pid-file FILE", "-b N, --backlog N", "--keepalive",
                  "--keepalive-idle", "--keepalive-interval", "--keepalive-count", "--max-packet-size",
-                 "--store URL", "--config FILE", "--shutdown-timeout", "SIGHUP"):
+                 "--store URL", "--config FILE", "--shutdown-timeout", "-f N, --file-descriptors N",
+                 "SIGHUP"):
         assert flag in out, flag
 
 
@@ -200,3 +201,21 @@ def _refused(address: tuple[str, int]) -> bool:
     except OSError:
         return True
     return False
+
+
+def test_open_file_limit_is_raised(tmp_path):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 4096) if hard != resource.RLIM_INFINITY else 4096
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))  # inherited by the server
+    try:
+        srv = process.geartrain("--file-descriptors", str(want), workdir=tmp_path).start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        limits = open(f"/proc/{srv.pid}/limits").read()
+        line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
+        assert int(line.split()[3]) == want, line
+    finally:
+        srv.stop()
