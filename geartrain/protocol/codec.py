@@ -46,10 +46,12 @@ class FramingError(ProtocolError):
     ``INVALID_MAGIC``), ``text`` the human-readable reason.
     """
 
-    def __init__(self, code: bytes, text: str) -> None:
+    def __init__(self, code: bytes, text: str, in_text_line: bool = False) -> None:
         super().__init__(text)
         self.code = code
         self.text = text
+        #: the stream broke inside an admin text line (answer in text, not a packet)
+        self.in_text_line = in_text_line
 
 
 class ArgumentError(ProtocolError):
@@ -178,7 +180,7 @@ class Decoder:
                     ):
                         return self._fail(
                             out, b"ARGUMENT_TOO_LARGE",
-                            f"admin line longer than {self.max_line} bytes",
+                            f"admin line longer than {self.max_line} bytes", True,
                         )
                     self._need = n - pos + 1
                     break
@@ -186,7 +188,7 @@ class Decoder:
                 if end - pos > self.max_line:
                     return self._fail(
                         out, b"ARGUMENT_TOO_LARGE",
-                        f"admin line longer than {self.max_line} bytes",
+                        f"admin line longer than {self.max_line} bytes", True,
                     )
                 append((TEXT, data[pos:end], None))
                 pos = nl + 1
@@ -197,11 +199,11 @@ class Decoder:
         return out
 
     def _fail(
-        self, out: list[Frame | FramingError], code: bytes, text: str
+        self, out: list[Frame | FramingError], code: bytes, text: str, in_text_line: bool = False
     ) -> list[Frame | FramingError]:
         self._failed = True
         self._buf = bytearray()
-        out.append(FramingError(code, text))
+        out.append(FramingError(code, text, in_text_line))
         return out
 
 

@@ -674,3 +674,10 @@ def test_decode_all_helper() -> None:
     ]
     assert decode_all([b"x" * 11 + b"\n"], max_line=10)[0].code == b"ARGUMENT_TOO_LARGE"
     assert decode_all([]) == []
+
+
+def test_framing_error_says_whether_it_broke_inside_a_text_line() -> None:
+    (err,) = Decoder(max_line=16).feed(b"y" * 40)
+    assert isinstance(err, FramingError) and err.in_text_line
+    (err,) = Decoder().feed(b"\0XYZ" + b"\0" * 8)
+    assert isinstance(err, FramingError) and not err.in_text_line

@@ -197,7 +197,11 @@ class JobServer:
                 assert isinstance(frame, FramingError)
                 log.info("closing connection %d from %s: %s", peer.fd, peer.host, frame.text)
                 # gearmand closes silently; telling the peer why costs nothing
-                self._send(peer, error_packet(frame.code, frame.text.encode()))
+                if frame.in_text_line:  # an admin client: answer in its language
+                    self._send(peer, b"ERR %s %s\r\n" % (
+                        frame.code, frame.text.replace(" ", "+").encode()))
+                else:
+                    self._send(peer, error_packet(frame.code, frame.text.encode()))
                 self.close(peer)
 
     def disconnect(self, peer: Peer) -> None:
