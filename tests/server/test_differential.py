@@ -874,10 +874,12 @@ def test_bad_magic_and_long_lines_close_both_geartrain_says_why(tmp_path):
                 with Wire(srv.address) as c:
                     c.sendraw(data)
                     reply = closed_by_server(c.sock)
-                if expect_error:
-                    assert reply.startswith(b"\0RES\0\0\0\x13") and reply[12:].startswith(code + b"\0"), reply
-                else:
+                if not expect_error:
                     assert reply == b""
+                elif data.startswith(b"\0"):  # a binary client gets an ERROR packet
+                    assert reply.startswith(b"\0RES\0\0\0\x13") and reply[12:].startswith(code + b"\0"), reply
+                else:  # an admin client gets an ERR line
+                    assert reply.startswith(b"ERR " + code + b" "), reply
 
 
 def test_duplicate_can_do_counts_once(tmp_path):

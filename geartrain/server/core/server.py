@@ -103,34 +103,26 @@ def _bad_packet(name: str, need: str) -> bytes:
     return error_packet(b"INVALID_PACKET", f"{name} needs {need}".encode())
 
 
-def atoi(value: bytes) -> int:
-    """C ``atoi`` into a uint32, as gearmand stores WORK_STATUS numbers."""
+def _leading_int(value: bytes) -> int:
+    """The integer a C ``strtol`` reads from the start of *value* (0 for garbage)."""
     s = value.strip()
-    end = 0
-    if s[:1] in (b"-", b"+"):
-        end = 1
+    end = 1 if s[:1] in (b"-", b"+") else 0
     while end < len(s) and 48 <= s[end] <= 57:
         end += 1
     try:
-        n = int(s[:end])
+        return int(s[:end])
     except ValueError:
         return 0
-    return n & _UINT32
+
+
+def atoi(value: bytes) -> int:
+    """C ``atoi`` into a uint32, as gearmand stores WORK_STATUS numbers."""
+    return _leading_int(value) & _UINT32
 
 
 def strtoll(value: bytes) -> int:
     """C ``strtoll`` (base 10, garbage = 0, saturating), for SUBMIT_JOB_EPOCH."""
-    s = value.strip()
-    end = 0
-    if s[:1] in (b"-", b"+"):
-        end = 1
-    while end < len(s) and 48 <= s[end] <= 57:
-        end += 1
-    try:
-        n = int(s[:end])
-    except ValueError:
-        return 0
-    return max(-(1 << 63), min(n, (1 << 63) - 1))
+    return max(-(1 << 63), min(_leading_int(value), (1 << 63) - 1))
 
 
 class JobServer:
