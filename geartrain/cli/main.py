@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from geartrain import __version__
-from geartrain.cli import server
+from geartrain.cli import admin, call, server, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--version", action="version", version=f"geartrain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     server.register(sub)
+    call.register(sub)
+    worker.register(sub)
+    admin.register(sub)
     return parser
 
 

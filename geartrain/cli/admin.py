@@ -1,0 +1,9 @@
+"""`geartrain admin` (not written yet)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the `admin` subcommand (placeholder until it is written)."""

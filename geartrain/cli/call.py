@@ -1,0 +1,9 @@
+"""`geartrain call` (not written yet)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the `call` subcommand (placeholder until it is written)."""
