@@ -1,3 +1,40 @@
-"""geartrain: a Gearman job server, client and worker library, and tools."""
+"""geartrain: a Gearman job server, client and worker library, and tools.
+
+    from geartrain import AsyncClient, Client, AsyncWorker, Worker, AdminClient
+"""
 
 __version__ = "0.1.0"
+
+from geartrain.client import (  # noqa: E402
+    AsyncClient,
+    Client,
+    DataEvent,
+    Job,
+    JobStatus,
+    Priority,
+    Request,
+    StatusEvent,
+    SyncJob,
+    UniqueStatus,
+    WarningEvent,
+)
+from geartrain.codecs import JSON, TEXT, Codec  # noqa: E402
+from geartrain.errors import (  # noqa: E402
+    ConnectionLost,
+    GearmanError,
+    JobError,
+    JobException,
+    JobFailed,
+    JobTimeout,
+    NoServerAvailable,
+    QueueFull,
+    ServerError,
+)
+from geartrain.worker import AsyncWorker, Worker, WorkerJob  # noqa: E402
+
+__all__ = [
+    "AsyncClient", "AsyncWorker", "Client", "Codec", "ConnectionLost", "DataEvent", "GearmanError",
+    "JSON", "Job", "JobError", "JobException", "JobFailed", "JobStatus", "JobTimeout",
+    "NoServerAvailable", "Priority", "QueueFull", "Request", "ServerError", "StatusEvent", "SyncJob",
+    "TEXT", "UniqueStatus", "WarningEvent", "Worker", "WorkerJob", "__version__",
+]

@@ -1,0 +1,998 @@
+"""Gearman clients: :class:`AsyncClient` (asyncio) and :class:`Client` (blocking).
+
+Submit a job and get its result::
+
+    async with AsyncClient(["127.0.0.1:4730"]) as client:
+        print(await client.submit("reverse", b"Rasmus"))              # b'sumsaR'
+        job = await client.submit_job("reverse", b"Rasmus", on_status=print)
+        async for event in job.events():                               # StatusEvent(...), DataEvent(...)
+            ...
+        handle = await client.submit_background("resize", b"cat.png")
+        print(await client.status(handle))                             # JobStatus(known=True, ...)
+
+Several servers: a job with a unique key goes to the server its key hashes to
+(so identical uniques meet and coalesce), jobs without one are spread round
+robin. A server that refuses a connection is skipped and retried later with
+exponential back-off; one that dies while a foreground job runs fails that
+job with :class:`~geartrain.errors.ConnectionLost` at once.
+
+Replies on one connection come back in request order (JOB_CREATED, ERROR,
+STATUS_RES, OPTION_RES, ECHO_RES), so each server keeps a FIFO of what it
+waits for; WORK_* packets are routed to their job by handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import enum
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from geartrain.codecs import Codec, get_codec
+from geartrain.errors import (
+    ConnectionLost,
+    GearmanError,
+    JobException,
+    JobFailed,
+    JobTimeout,
+    NoServerAvailable,
+    QueueFull,
+    ServerError,
+)
+from geartrain.link import Backoff, Link, request
+from geartrain.protocol import PacketType
+from geartrain.servers import ServerAddress, parse_servers
+from geartrain.syncloop import LoopThread
+
+log = logging.getLogger("geartrain.client")
+
+_T = PacketType
+_JOB_CREATED = int(_T.JOB_CREATED)
+_ERROR = int(_T.ERROR)
+_WORK_STATUS = int(_T.WORK_STATUS)
+_WORK_DATA = int(_T.WORK_DATA)
+_WORK_WARNING = int(_T.WORK_WARNING)
+_WORK_COMPLETE = int(_T.WORK_COMPLETE)
+_WORK_FAIL = int(_T.WORK_FAIL)
+_WORK_EXCEPTION = int(_T.WORK_EXCEPTION)
+_REPLIES = frozenset({_JOB_CREATED, _ERROR, int(_T.STATUS_RES), int(_T.STATUS_RES_UNIQUE),
+                      int(_T.OPTION_RES), int(_T.ECHO_RES)})
+_WORK = frozenset({_WORK_STATUS, _WORK_DATA, _WORK_WARNING, _WORK_COMPLETE, _WORK_FAIL, _WORK_EXCEPTION})
+
+
+class Priority(enum.StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+PriorityLike = Priority | str
+Payload = Any  # bytes/str by default; whatever the client's codec accepts otherwise
+Unique = str | bytes | None
+When = float | int | datetime.datetime | None
+
+_FOREGROUND = {Priority.HIGH: _T.SUBMIT_JOB_HIGH, Priority.NORMAL: _T.SUBMIT_JOB,
+               Priority.LOW: _T.SUBMIT_JOB_LOW}
+_BACKGROUND = {Priority.HIGH: _T.SUBMIT_JOB_HIGH_BG, Priority.NORMAL: _T.SUBMIT_JOB_BG,
+               Priority.LOW: _T.SUBMIT_JOB_LOW_BG}
+
+
+def _priority(value: PriorityLike) -> Priority:
+    try:
+        return Priority(value.lower() if isinstance(value, str) else value)
+    except ValueError:
+        raise ValueError(f"priority must be 'high', 'normal' or 'low', not {value!r}") from None
+
+
+def _bytes(value: str | bytes, what: str) -> bytes:
+    data = value.encode() if isinstance(value, str) else bytes(value)
+    if b"\0" in data:
+        raise ValueError(f"{what} must not contain NUL bytes")
+    return data
+
+
+def _epoch(when: When) -> int:
+    if isinstance(when, datetime.datetime):
+        if when.tzinfo is None:
+            when = when.astimezone()
+        return int(when.timestamp())
+    return int(when or 0)
+
+
+def unique_hash(unique: bytes) -> int:
+    """Jenkins one-at-a-time hash (what libgearman's hashkit uses by default)."""
+    h = 0
+    for byte in unique:
+        h = (h + byte) & 0xFFFFFFFF
+        h = (h + (h << 10)) & 0xFFFFFFFF
+        h ^= h >> 6
+    h = (h + (h << 3)) & 0xFFFFFFFF
+    h ^= h >> 11
+    h = (h + (h << 15)) & 0xFFFFFFFF
+    return h
+
+
+# --------------------------------------------------------------------- values
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One job to submit, for the ``*_many`` and :meth:`AsyncClient.run` calls."""
+
+    function: str
+    payload: Payload = b""
+    unique: Unique = None
+    priority: PriorityLike = Priority.NORMAL
+    run_at: When = None  #: background only: run at this time (SUBMIT_JOB_EPOCH)
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """What GET_STATUS says about a handle."""
+
+    handle: str
+    known: bool
+    running: bool
+    numerator: int
+    denominator: int
+
+    @property
+    def progress(self) -> float | None:
+        """numerator / denominator, or None when there is no denominator."""
+        return self.numerator / self.denominator if self.denominator else None
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueStatus:
+    """What GET_STATUS_UNIQUE says about a unique key."""
+
+    unique: str
+    known: bool
+    running: bool
+    numerator: int
+    denominator: int
+    clients: int  #: foreground clients waiting for the job
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    numerator: int
+    denominator: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataEvent:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WarningEvent:
+    data: bytes
+
+
+Event = StatusEvent | DataEvent | WarningEvent
+
+
+def _status_numbers(numerator: bytes, denominator: bytes) -> tuple[int, int]:
+    try:
+        return int(numerator), int(denominator)
+    except ValueError:
+        return 0, 0
+
+
+# ----------------------------------------------------------------------- jobs
+
+@dataclass(eq=False)
+class Job:
+    """A foreground job submitted by this client: await it for the result.
+
+    ``await job`` (or ``await job.wait(timeout)``) returns the decoded result
+    or raises :class:`JobFailed`, :class:`JobException`, :class:`JobTimeout`
+    or :class:`ConnectionLost`. ``async for event in job.events()`` yields
+    every status, data and warning update as it arrives (from the start,
+    whenever iteration begins) and ends when the job does.
+    """
+
+    function: str
+    unique: str
+    priority: Priority
+    handle: str | None = None
+    server: ServerAddress | None = None
+    numerator: int = 0
+    denominator: int = 0
+    history: list[Event] = field(default_factory=list)
+    on_status: Callable[[Job, int, int], Any] | None = None
+    on_data: Callable[[Job, bytes], Any] | None = None
+    on_warning: Callable[[Job, bytes], Any] | None = None
+    _codec: Codec | None = field(default=None, repr=False)
+    _created: asyncio.Future[str] | None = field(default=None, repr=False)
+    _result: asyncio.Future[Any] | None = field(default=None, repr=False)
+    _wakeup: asyncio.Future[None] | None = field(default=None, repr=False)
+    _server: _Server | None = field(default=None, repr=False)
+
+    def _init(self, loop: asyncio.AbstractEventLoop, codec: Codec, server: _Server) -> None:
+        self._codec = codec
+        self._server = server
+        self._created = loop.create_future()
+        self._result = loop.create_future()
+
+    # -- replies from the server
+    def reply(self, ptype: int, body: bytes) -> None:
+        assert self._created is not None
+        if ptype == _JOB_CREATED:
+            self.handle = body.decode("utf-8", "surrogateescape")
+            # route WORK_* packets to this job from now on -- synchronously: they
+            # may follow the JOB_CREATED in the very same read
+            if self._server is not None and not self._result.done():  # type: ignore[union-attr]
+                self._server.jobs.setdefault(body, []).append(self)
+            if not self._created.done():
+                self._created.set_result(self.handle)
+        else:
+            self._fail(_server_error(body, self.server))
+
+    def _work(self, ptype: int, body: bytes) -> bool:
+        """A WORK_* packet for this job; True when it ended the job."""
+        if ptype == _WORK_COMPLETE:
+            result = body[body.find(b"\0") + 1:] if b"\0" in body else b""
+            assert self._result is not None and self._codec is not None
+            if not self._result.done():
+                try:
+                    self._result.set_result(self._codec.decode(result))
+                except Exception as exc:  # a codec that cannot decode the result
+                    self._result.set_exception(exc)
+            self._wake()
+            return True
+        if ptype == _WORK_FAIL:
+            self._fail(JobFailed(f"job {self.handle} failed", self.handle))
+            return True
+        if ptype == _WORK_EXCEPTION:
+            payload = body[body.find(b"\0") + 1:] if b"\0" in body else b""
+            self._fail(JobException(payload, self.handle))
+            return True
+        event: Event
+        if ptype == _WORK_STATUS:
+            parts = body.split(b"\0", 2)
+            n, d = _status_numbers(parts[1], parts[2]) if len(parts) == 3 else (0, 0)
+            self.numerator, self.denominator = n, d
+            event = StatusEvent(n, d)
+            callback: Callable[..., Any] | None = self.on_status
+            args: tuple[Any, ...] = (self, n, d)
+        else:
+            data = body[body.find(b"\0") + 1:] if b"\0" in body else b""
+            if ptype == _WORK_DATA:
+                event, callback = DataEvent(data), self.on_data
+            else:
+                event, callback = WarningEvent(data), self.on_warning
+            args = (self, data)
+        self.history.append(event)
+        self._wake()
+        if callback is not None:
+            try:
+                callback(*args)
+            except Exception:  # a caller's callback must not break the connection
+                log.exception("callback for job %s raised", self.handle)
+        return False
+
+    def _fail(self, exc: BaseException) -> None:
+        for fut in (self._created, self._result):
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+        if self._result is not None and not self._result.cancelled():
+            self._result.exception()  # mark retrieved: callers may only await the created step
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # -- for callers
+    @property
+    def data(self) -> list[bytes]:
+        """Every WORK_DATA chunk received so far."""
+        return [e.data for e in self.history if isinstance(e, DataEvent)]
+
+    @property
+    def warnings(self) -> list[bytes]:
+        return [e.data for e in self.history if isinstance(e, WarningEvent)]
+
+    def done(self) -> bool:
+        return self._result is not None and self._result.done()
+
+    def result(self) -> Any:
+        """The result of a finished job (raises like :meth:`wait`)."""
+        assert self._result is not None
+        return self._result.result()
+
+    async def wait(self, timeout: float | None = None) -> Any:
+        """The decoded result, waiting up to *timeout* seconds."""
+        assert self._result is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._result), timeout)
+        except TimeoutError:
+            raise JobTimeout(f"job {self.handle} did not finish within {timeout}s", self.handle) from None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.wait().__await__()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Status, data and warning events in arrival order, until the job ends."""
+        loop = asyncio.get_running_loop()
+        seen = 0
+        while True:
+            while seen < len(self.history):
+                seen += 1
+                yield self.history[seen - 1]
+            if self.done():
+                return
+            self._wakeup = loop.create_future()
+            await self._wakeup
+
+
+def _server_error(body: bytes, server: ServerAddress | None) -> ServerError:
+    code, _, text = body.partition(b"\0")
+    c, t = code.decode("utf-8", "replace"), text.decode("utf-8", "replace")
+    cls = QueueFull if c == "QUEUE_ERROR" and "full" in t else ServerError
+    return cls(c, t, str(server) if server else None)
+
+
+class _Reply:
+    """A waiter for one direct reply (STATUS_RES, ECHO_RES, OPTION_RES, ...)."""
+
+    __slots__ = ("future", "server")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, server: ServerAddress) -> None:
+        self.future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        self.server = server
+
+    def reply(self, ptype: int, body: bytes) -> None:
+        if not self.future.done():
+            if ptype == _ERROR:
+                self.future.set_exception(_server_error(body, self.server))
+            else:
+                self.future.set_result((ptype, body))
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+            self.future.exception()
+
+
+class _Batch:
+    """Collects the JOB_CREATED replies of many pipelined background submits."""
+
+    __slots__ = ("results", "remaining", "future", "server", "positions", "_next")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, results: list[Any], positions: list[int],
+                 server: ServerAddress) -> None:
+        self.results = results
+        self.positions = positions
+        self.remaining = len(positions)
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.server = server
+        self._next = 0
+
+    def reply(self, ptype: int, body: bytes) -> None:
+        i = self.positions[self._next]
+        self._next += 1
+        if ptype == _JOB_CREATED:
+            self.results[i] = body.decode("utf-8", "surrogateescape")
+        else:
+            self.results[i] = _server_error(body, self.server)
+        self.remaining -= 1
+        if not self.remaining and not self.future.done():
+            self.future.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        for i in self.positions[self._next:]:
+            self.results[i] = exc
+        self._next = len(self.positions)
+        self.remaining = 0
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+# -------------------------------------------------------------------- servers
+
+class _Server:
+    """A client's connection state for one job server (the Link's owner)."""
+
+    def __init__(self, client: AsyncClient, address: ServerAddress) -> None:
+        self.client = client
+        self.address = address
+        self.link: Link | None = None
+        self.backoff = Backoff()
+        self.pending: deque[Any] = deque()  # waiters for direct replies, in request order
+        self.jobs: dict[bytes, list[Job]] = {}  # foreground jobs by handle
+        self._rr: dict[bytes, int] = {}
+        self.connecting: asyncio.Future[None] | None = None
+        self.last_error: str = ""
+
+    @property
+    def connected(self) -> bool:
+        return self.link is not None and self.link.connected
+
+    async def connect(self) -> None:
+        if self.connected:
+            return
+        if self.connecting is not None:
+            return await asyncio.shield(self.connecting)
+        loop = asyncio.get_running_loop()
+        self.connecting = loop.create_future()
+        try:
+            link = Link(self.address, self)
+            await link.open(self.client.connect_timeout)
+            self.link = link
+            await self.client._greet(self)
+            self.backoff.succeeded()
+            self.connecting.set_result(None)
+        except BaseException as exc:
+            self.backoff.failed(time.monotonic())
+            self.last_error = str(exc)
+            if self.link is not None:
+                self.link.abort()
+                self.link = None
+            self.connecting.set_exception(exc)
+            self.connecting.exception()
+            raise
+        finally:
+            self.connecting = None
+
+    def send(self, data: bytes, waiter: Any) -> None:
+        assert self.link is not None
+        self.pending.append(waiter)
+        self.link.send(data)
+
+    # -- LinkOwner
+    def packet_received(self, link: Link, ptype: int, body: bytes) -> None:
+        if ptype in _WORK:
+            i = body.find(b"\0")
+            handle = body if i < 0 else body[:i]
+            jobs = self.jobs.get(handle)
+            if not jobs:
+                return  # a job we stopped waiting for (timed out)
+            if ptype in (_WORK_COMPLETE, _WORK_FAIL, _WORK_EXCEPTION):
+                job = jobs.pop(0)
+                if not jobs:
+                    del self.jobs[handle]
+                    self._rr.pop(handle, None)
+                job._work(ptype, body)
+            elif len(jobs) == 1:
+                jobs[0]._work(ptype, body)
+            else:
+                # a handle this connection submitted several times gets each
+                # packet once per submit: hand the copies out in turn
+                n = self._rr.get(handle, 0)
+                self._rr[handle] = n + 1
+                jobs[n % len(jobs)]._work(ptype, body)
+        elif ptype in _REPLIES:
+            if self.pending:
+                self.pending.popleft().reply(ptype, body)
+            else:
+                log.warning("unexpected packet %s from %s", ptype, self.address)
+        # NOOP and anything else a client never asked for is ignored
+
+    def link_lost(self, link: Link, exc: BaseException | None) -> None:
+        if link is not self.link:
+            return
+        self.link = None
+        reason = f": {exc}" if exc else ""
+        lost = ConnectionLost(f"connection to {self.address} lost{reason}")
+        pending, self.pending = self.pending, deque()
+        jobs, self.jobs = self.jobs, {}
+        self._rr.clear()
+        for waiter in pending:
+            waiter._fail(lost)
+        for group in jobs.values():
+            for job in group:
+                job._fail(lost)
+
+    def forget(self, job: Job) -> None:
+        """Stop routing packets to *job* (its caller gave up waiting)."""
+        if job.handle is None:
+            return
+        key = job.handle.encode("utf-8", "surrogateescape")
+        group = self.jobs.get(key)
+        if group and job in group:
+            group.remove(job)
+            if not group:
+                del self.jobs[key]
+
+
+# --------------------------------------------------------------------- client
+
+class AsyncClient:
+    """An asyncio Gearman client for one or many job servers.
+
+    *servers*: ``"host:port"`` strings (or one string with several, comma
+    separated), default ``$GEARMAN_SERVERS`` or ``127.0.0.1:4730``.
+    *codec*: how payloads and results are encoded (default bytes; ``"str"``,
+    ``"json"`` or a :class:`~geartrain.codecs.Codec`). *exceptions*: ask the
+    servers to forward worker exceptions (WORK_EXCEPTION), so they arrive as
+    :class:`JobException` with the worker's payload.
+    """
+
+    def __init__(
+        self,
+        servers: str | Iterable[str | tuple[str, int] | ServerAddress] | None = None,
+        *,
+        codec: Codec | str | None = None,
+        client_id: str | None = None,
+        exceptions: bool = True,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.addresses = parse_servers(servers)
+        self.codec = get_codec(codec)
+        self.client_id = client_id
+        self.exceptions = exceptions
+        self.connect_timeout = connect_timeout
+        self._servers = [_Server(self, a) for a in self.addresses]
+        self._rr = itertools.count()
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every connection; jobs still waiting fail with ConnectionLost."""
+        self._closed = True
+        for srv in self._servers:
+            if srv.link is not None:
+                srv.link.close()
+                srv.link_lost(srv.link, None)
+
+    async def connect(self) -> list[ServerAddress]:
+        """Connect to every server now (otherwise connections open on first use);
+        returns the ones that answered. Raises NoServerAvailable if none did."""
+        results = await asyncio.gather(*(s.connect() for s in self._servers), return_exceptions=True)
+        ok = [s.address for s, r in zip(self._servers, results, strict=True)
+              if not isinstance(r, BaseException)]
+        if not ok:
+            raise NoServerAvailable("no job server reachable: " + "; ".join(str(r) for r in results))
+        return ok
+
+    async def _greet(self, srv: _Server) -> None:
+        """First packets on a new connection: options and client id."""
+        assert srv.link is not None
+        loop = asyncio.get_running_loop()
+        if self.client_id:
+            srv.link.send(request(_T.SET_CLIENT_ID, _bytes(self.client_id, "client_id")))
+        if self.exceptions:
+            waiter = _Reply(loop, srv.address)
+            srv.send(request(_T.OPTION_REQ, b"exceptions"), waiter)
+            try:
+                await asyncio.wait_for(waiter.future, self.connect_timeout)
+            except ServerError:
+                log.info("%s does not support the exceptions option", srv.address)
+
+    # -- choosing a server
+    def _order(self, unique: bytes) -> list[_Server]:
+        servers = self._servers
+        n = len(servers)
+        if n == 1:
+            return servers
+        start = unique_hash(unique) % n if unique else next(self._rr) % n
+        return servers[start:] + servers[:start]
+
+    async def _server_for(self, unique: bytes) -> _Server:
+        if self._closed:
+            raise GearmanError("client is closed")
+        order = self._order(unique)
+        for srv in order:
+            if srv.connected:
+                return srv
+        now = time.monotonic()
+        errors = []
+        for srv in order:
+            if not srv.backoff.ready(now):
+                errors.append(f"{srv.address}: {srv.last_error} (retrying in "
+                              f"{srv.backoff.not_before - now:.1f}s)")
+                continue
+            try:
+                await srv.connect()
+                return srv
+            except NoServerAvailable as exc:
+                errors.append(str(exc))
+        raise NoServerAvailable("no job server available: " + "; ".join(errors))
+
+    # -- submitting
+    def _packet(self, function: str, payload: Payload, unique: bytes, priority: Priority,
+                background: bool, run_at: When) -> bytes:
+        fn = _bytes(function, "function name")
+        data = self.codec.encode(payload)
+        if run_at is not None:
+            if not background:
+                raise ValueError("run_at is only for background jobs")
+            if priority is not Priority.NORMAL:
+                raise ValueError("a job with run_at has normal priority (SUBMIT_JOB_EPOCH)")
+            return request(_T.SUBMIT_JOB_EPOCH, b"%s\0%s\0%d\0%s" % (fn, unique, _epoch(run_at), data))
+        ptype = (_BACKGROUND if background else _FOREGROUND)[priority]
+        return request(ptype, b"".join((fn, b"\0", unique, b"\0", data)))
+
+    async def submit_job(
+        self,
+        function: str,
+        payload: Payload = b"",
+        *,
+        unique: Unique = None,
+        priority: PriorityLike = Priority.NORMAL,
+        on_status: Callable[[Job, int, int], Any] | None = None,
+        on_data: Callable[[Job, bytes], Any] | None = None,
+        on_warning: Callable[[Job, bytes], Any] | None = None,
+    ) -> Job:
+        """Submit a foreground job; returns once the server created it (the
+        :class:`Job` has its handle). Await the job for its result."""
+        jobs = await self._submit_jobs(
+            [Request(function, payload, unique, priority)], on_status, on_data, on_warning)
+        job = jobs[0]
+        assert job._created is not None
+        await job._created
+        return job
+
+    async def submit(
+        self,
+        function: str,
+        payload: Payload = b"",
+        *,
+        unique: Unique = None,
+        priority: PriorityLike = Priority.NORMAL,
+        timeout: float | None = None,
+        on_status: Callable[[Job, int, int], Any] | None = None,
+        on_data: Callable[[Job, bytes], Any] | None = None,
+        on_warning: Callable[[Job, bytes], Any] | None = None,
+    ) -> Any:
+        """Submit a foreground job and return its result (decoded by the codec)."""
+        job = await self.submit_job(function, payload, unique=unique, priority=priority,
+                                    on_status=on_status, on_data=on_data, on_warning=on_warning)
+        try:
+            return await job.wait(timeout)
+        except JobTimeout:
+            self._forget(job)
+            raise
+
+    async def submit_jobs(self, requests: Iterable[Request]) -> list[Job]:
+        """Submit many foreground jobs at once, pipelined (PHP's addTask);
+        returns when all are created. Await each :class:`Job` for its result."""
+        jobs = await self._submit_jobs(list(requests))
+        for job in jobs:
+            assert job._created is not None
+        await asyncio.gather(*(j._created for j in jobs if j._created is not None))
+        return jobs
+
+    async def run(self, requests: Iterable[Request], *, timeout: float | None = None,
+                  return_exceptions: bool = False) -> list[Any]:
+        """Submit many foreground jobs at once and gather their results in order
+        (PHP's addTask + runTasks). With *return_exceptions*, a failed job's
+        exception takes its place in the list instead of being raised."""
+        jobs = await self._submit_jobs(list(requests))
+        try:
+            return await asyncio.wait_for(
+                asyncio.gather(*(self._result_of(j) for j in jobs), return_exceptions=return_exceptions),
+                timeout)
+        except TimeoutError:
+            for job in jobs:
+                if not job.done():
+                    self._forget(job)
+            raise JobTimeout(f"jobs did not finish within {timeout}s") from None
+
+    @staticmethod
+    async def _result_of(job: Job) -> Any:
+        assert job._created is not None
+        await job._created
+        return await job.wait()
+
+    async def _submit_jobs(
+        self,
+        requests: Sequence[Request],
+        on_status: Callable[[Job, int, int], Any] | None = None,
+        on_data: Callable[[Job, bytes], Any] | None = None,
+        on_warning: Callable[[Job, bytes], Any] | None = None,
+    ) -> list[Job]:
+        loop = asyncio.get_running_loop()
+        jobs: list[Job] = []
+        by_server: dict[_Server, list[tuple[bytes, Job]]] = {}
+        for req in requests:
+            unique = _bytes(req.unique, "unique") if req.unique is not None else b""
+            priority = _priority(req.priority)
+            packet = self._packet(req.function, req.payload, unique, priority, False, req.run_at)
+            srv = await self._server_for(unique)
+            job = Job(req.function, unique.decode("utf-8", "surrogateescape"), priority,
+                      server=srv.address, on_status=on_status, on_data=on_data, on_warning=on_warning)
+            job._init(loop, self.codec, srv)
+            jobs.append(job)
+            by_server.setdefault(srv, []).append((packet, job))
+        for srv, items in by_server.items():
+            if not srv.connected:
+                lost = ConnectionLost(f"connection to {srv.address} lost")
+                for _, job in items:
+                    job._fail(lost)
+                continue
+            assert srv.link is not None
+            srv.pending.extend(job for _, job in items)
+            srv.link.send(b"".join(p for p, _ in items))
+            await srv.link.drain()
+        return jobs
+
+    def _forget(self, job: Job) -> None:
+        for srv in self._servers:
+            if srv.address == job.server:
+                srv.forget(job)
+
+    async def submit_background(
+        self,
+        function: str,
+        payload: Payload = b"",
+        *,
+        unique: Unique = None,
+        priority: PriorityLike = Priority.NORMAL,
+        run_at: When = None,
+    ) -> str:
+        """Submit a background job; returns its handle as soon as the server has it.
+        *run_at* (epoch seconds or a datetime) delays it (SUBMIT_JOB_EPOCH)."""
+        (handle,) = await self.submit_background_many(
+            [Request(function, payload, unique, priority, run_at)])
+        return handle  # type: ignore[no-any-return]
+
+    async def submit_background_many(
+        self, requests: Iterable[Request], *, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Submit many background jobs in one pipelined write per server; returns
+        their handles in order. A refused job raises (or, with
+        *return_exceptions*, leaves its exception in the list)."""
+        loop = asyncio.get_running_loop()
+        reqs = list(requests)
+        results: list[Any] = [None] * len(reqs)
+        groups: dict[_Server, tuple[list[bytes], list[int]]] = {}
+        for i, req in enumerate(reqs):
+            unique = _bytes(req.unique, "unique") if req.unique is not None else b""
+            packet = self._packet(req.function, req.payload, unique, _priority(req.priority), True,
+                                  req.run_at)
+            srv = self._servers[0] if len(self._servers) == 1 else None
+            if srv is None or not srv.connected:
+                srv = await self._server_for(unique)
+            group = groups.get(srv)
+            if group is None:
+                group = groups[srv] = ([], [])
+            group[0].append(packet)
+            group[1].append(i)
+        batches = []
+        for srv, (packets, positions) in groups.items():
+            batch = _Batch(loop, results, positions, srv.address)
+            if not srv.connected:
+                batch._fail(ConnectionLost(f"connection to {srv.address} lost"))
+                continue
+            assert srv.link is not None
+            srv.pending.extend(itertools.repeat(batch, len(positions)))
+            srv.link.send(b"".join(packets))
+            batches.append(batch)
+            await srv.link.drain()
+        for batch in batches:
+            await batch.future
+        if not return_exceptions:
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+        return results
+
+    # -- status
+    async def status(self, handle: str) -> JobStatus:
+        """GET_STATUS of one handle (asked of every server when there are several)."""
+        return (await self.statuses([handle]))[0]
+
+    async def statuses(self, handles: Iterable[str]) -> list[JobStatus]:
+        """GET_STATUS of many handles in one round trip per server."""
+        wanted = list(handles)
+        servers = await self._connected_servers()
+        loop = asyncio.get_running_loop()
+        per_server = []
+        for srv in servers:
+            waiters = [_Reply(loop, srv.address) for _ in wanted]
+            assert srv.link is not None
+            srv.pending.extend(waiters)
+            srv.link.send(b"".join(request(_T.GET_STATUS, _bytes(h, "handle")) for h in wanted))
+            per_server.append(waiters)
+        answers: list[JobStatus | None] = [None] * len(wanted)
+        for waiters in per_server:
+            for i, w in enumerate(waiters):
+                try:
+                    _, body = await w.future
+                except ConnectionLost:
+                    continue
+                parts = body.split(b"\0")
+                if len(parts) < 5:
+                    continue
+                st = JobStatus(wanted[i], parts[1] == b"1", parts[2] == b"1",
+                               *_status_numbers(parts[3], parts[4]))
+                if answers[i] is None or (st.known and not answers[i].known):  # type: ignore[union-attr]
+                    answers[i] = st
+        return [a or JobStatus(h, False, False, 0, 0) for h, a in zip(wanted, answers, strict=True)]
+
+    async def status_unique(self, unique: str | bytes) -> UniqueStatus:
+        """GET_STATUS_UNIQUE: the job with this unique key, on the server it hashes to."""
+        key = _bytes(unique, "unique")
+        srv = await self._server_for(key)
+        waiter = _Reply(asyncio.get_running_loop(), srv.address)
+        srv.send(request(_T.GET_STATUS_UNIQUE, key), waiter)
+        _, body = await waiter.future
+        parts = body.split(b"\0")
+        n, d = _status_numbers(parts[3], parts[4]) if len(parts) >= 5 else (0, 0)
+        clients = int(parts[5]) if len(parts) >= 6 and parts[5].isdigit() else 0
+        return UniqueStatus(key.decode("utf-8", "surrogateescape"), parts[1:2] == [b"1"],
+                            parts[2:3] == [b"1"], n, d, clients)
+
+    async def echo(self, data: bytes = b"ping") -> bytes:
+        """ECHO_REQ round trip to one server (a liveness check)."""
+        srv = await self._server_for(b"")
+        waiter = _Reply(asyncio.get_running_loop(), srv.address)
+        srv.send(request(_T.ECHO_REQ, data), waiter)
+        _, body = await waiter.future
+        return body
+
+    async def _connected_servers(self) -> list[_Server]:
+        if len(self._servers) == 1:
+            return [await self._server_for(b"")]
+        await asyncio.gather(*(s.connect() for s in self._servers if not s.connected
+                               and s.backoff.ready(time.monotonic())), return_exceptions=True)
+        servers = [s for s in self._servers if s.connected]
+        if not servers:
+            raise NoServerAvailable("no job server available")
+        return servers
+
+
+# ------------------------------------------------------------------- blocking
+
+class Client:
+    """The blocking client: :class:`AsyncClient`'s API as plain calls.
+
+    It runs an :class:`AsyncClient` on a private event-loop thread, so one
+    ``Client`` may be shared by many threads. Callbacks (``on_status`` and
+    friends) run on that loop thread; keep them short.
+    """
+
+    def __init__(
+        self,
+        servers: str | Iterable[str | tuple[str, int] | ServerAddress] | None = None,
+        *,
+        codec: Codec | str | None = None,
+        client_id: str | None = None,
+        exceptions: bool = True,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._thread = LoopThread("geartrain-client")
+        self._async = AsyncClient(servers, codec=codec, client_id=client_id, exceptions=exceptions,
+                                  connect_timeout=connect_timeout)
+
+    @property
+    def aio(self) -> AsyncClient:
+        """The underlying :class:`AsyncClient` (use it only on the client's loop)."""
+        return self._async
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._thread.run(self._async.close(), 10)
+        finally:
+            self._thread.stop()
+
+    def connect(self) -> list[ServerAddress]:
+        return self._thread.run(self._async.connect())
+
+    def submit(self, function: str, payload: Payload = b"", *, unique: Unique = None,
+               priority: PriorityLike = Priority.NORMAL, timeout: float | None = None,
+               on_status: Callable[[Job, int, int], Any] | None = None,
+               on_data: Callable[[Job, bytes], Any] | None = None,
+               on_warning: Callable[[Job, bytes], Any] | None = None) -> Any:
+        """Submit a foreground job and return its result."""
+        return self._thread.run(self._async.submit(
+            function, payload, unique=unique, priority=priority, timeout=timeout,
+            on_status=on_status, on_data=on_data, on_warning=on_warning))
+
+    def submit_job(self, function: str, payload: Payload = b"", *, unique: Unique = None,
+                   priority: PriorityLike = Priority.NORMAL,
+                   on_status: Callable[[Job, int, int], Any] | None = None,
+                   on_data: Callable[[Job, bytes], Any] | None = None,
+                   on_warning: Callable[[Job, bytes], Any] | None = None) -> SyncJob:
+        """Submit a foreground job; returns a :class:`SyncJob` once it is created."""
+        job = self._thread.run(self._async.submit_job(
+            function, payload, unique=unique, priority=priority,
+            on_status=on_status, on_data=on_data, on_warning=on_warning))
+        return SyncJob(job, self._thread)
+
+    def run(self, requests: Iterable[Request], *, timeout: float | None = None,
+            return_exceptions: bool = False) -> list[Any]:
+        """Submit many foreground jobs at once and return their results in order."""
+        return self._thread.run(self._async.run(list(requests), timeout=timeout,
+                                                return_exceptions=return_exceptions))
+
+    def submit_background(self, function: str, payload: Payload = b"", *, unique: Unique = None,
+                          priority: PriorityLike = Priority.NORMAL, run_at: When = None) -> str:
+        return self._thread.run(self._async.submit_background(
+            function, payload, unique=unique, priority=priority, run_at=run_at))
+
+    def submit_background_many(self, requests: Iterable[Request], *,
+                               return_exceptions: bool = False) -> list[Any]:
+        return self._thread.run(self._async.submit_background_many(
+            list(requests), return_exceptions=return_exceptions))
+
+    def status(self, handle: str) -> JobStatus:
+        return self._thread.run(self._async.status(handle))
+
+    def statuses(self, handles: Iterable[str]) -> list[JobStatus]:
+        return self._thread.run(self._async.statuses(list(handles)))
+
+    def status_unique(self, unique: str | bytes) -> UniqueStatus:
+        return self._thread.run(self._async.status_unique(unique))
+
+    def echo(self, data: bytes = b"ping") -> bytes:
+        return self._thread.run(self._async.echo(data))
+
+
+class SyncJob:
+    """A foreground job of the blocking :class:`Client`."""
+
+    def __init__(self, job: Job, thread: LoopThread) -> None:
+        self._job = job
+        self._thread = thread
+
+    @property
+    def handle(self) -> str | None:
+        return self._job.handle
+
+    @property
+    def numerator(self) -> int:
+        return self._job.numerator
+
+    @property
+    def denominator(self) -> int:
+        return self._job.denominator
+
+    @property
+    def data(self) -> list[bytes]:
+        return self._job.data
+
+    @property
+    def warnings(self) -> list[bytes]:
+        return self._job.warnings
+
+    def done(self) -> bool:
+        return self._job.done()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the job and return its result (raises like AsyncClient's jobs)."""
+        return self._thread.run(self._job.wait(timeout))
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Status, data and warning events as they arrive, until the job ends."""
+        seen = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            history = self._job.history
+            while seen < len(history):
+                seen += 1
+                yield history[seen - 1]
+            if self._job.done():
+                return
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left == 0.0:
+                raise JobTimeout(f"job {self.handle} did not finish within {timeout}s", self.handle)
+            self._thread.run(self._next_event(seen), None)
+
+    async def _next_event(self, seen: int) -> None:
+        job = self._job
+        if len(job.history) > seen or job.done():
+            return
+        job._wakeup = asyncio.get_running_loop().create_future()
+        await job._wakeup
