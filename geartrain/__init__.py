@@ -5,6 +5,7 @@
 
 __version__ = "0.1.0"
 
+from geartrain.admin import AdminClient, AsyncAdminClient  # noqa: E402
 from geartrain.client import (  # noqa: E402
     AsyncClient,
     Client,
@@ -33,7 +34,8 @@ from geartrain.errors import (  # noqa: E402
 from geartrain.worker import AsyncWorker, Worker, WorkerJob  # noqa: E402
 
 __all__ = [
-    "AsyncClient", "AsyncWorker", "Client", "Codec", "ConnectionLost", "DataEvent", "GearmanError",
+    "AdminClient", "AsyncAdminClient", "AsyncClient", "AsyncWorker", "Client", "Codec",
+    "ConnectionLost", "DataEvent", "GearmanError",
     "JSON", "Job", "JobError", "JobException", "JobFailed", "JobStatus", "JobTimeout",
     "NoServerAvailable", "Priority", "QueueFull", "Request", "ServerError", "StatusEvent", "SyncJob",
     "TEXT", "UniqueStatus", "WarningEvent", "Worker", "WorkerJob", "__version__",
