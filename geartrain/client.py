@@ -12,9 +12,13 @@ Submit a job and get its result::
 
 Several servers: a job with a unique key goes to the server its key hashes to
 (so identical uniques meet and coalesce), jobs without one are spread round
-robin. A server that refuses a connection is skipped and retried later with
-exponential back-off; one that dies while a foreground job runs fails that
-job with :class:`~geartrain.errors.ConnectionLost` at once.
+robin. A server that refuses a connection is skipped (its jobs go to the next
+server in order) and retried in the background with exponential back-off,
+without delaying any job; one that dies while a foreground job runs fails
+that job with :class:`~geartrain.errors.ConnectionLost` at once. Only when no
+server is connected does a call wait for connection attempts, and it raises
+:class:`~geartrain.errors.NoServerAvailable` when every server failed or is
+still in its back-off.
 
 Replies on one connection come back in request order (JOB_CREATED, ERROR,
 STATUS_RES, OPTION_RES, ECHO_RES), so each server keeps a FIFO of what it
@@ -30,9 +34,9 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from geartrain.codecs import Codec, get_codec
 from geartrain.errors import (
@@ -176,6 +180,7 @@ class WarningEvent:
 
 
 Event = StatusEvent | DataEvent | WarningEvent
+_R = TypeVar("_R")
 
 
 def _status_numbers(numerator: bytes, denominator: bytes) -> tuple[int, int]:
@@ -282,14 +287,30 @@ class Job:
         for fut in (self._created, self._result):
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
-        if self._result is not None and not self._result.cancelled():
-            self._result.exception()  # mark retrieved: callers may only await the created step
+                fut.exception()  # mark retrieved: a caller may await only one of the two steps
         self._wake()
+
+    def _abandon(self, exc: BaseException) -> None:
+        """The caller gave up (timeout): end the job with *exc* and stop routing
+        its packets. A JOB_CREATED still on its way will not register it."""
+        self._fail(exc)
+        if self._server is not None:
+            self._server.forget(self)
 
     def _wake(self) -> None:
         w = self._wakeup
-        if w is not None and not w.done():
-            w.set_result(None)
+        if w is not None:
+            self._wakeup = None
+            if not w.done():
+                w.set_result(None)
+
+    def _changed(self) -> asyncio.Future[None]:
+        """A future resolved at the next event or the end of the job, shared by
+        every consumer waiting for it (several may iterate the events at once)."""
+        w = self._wakeup
+        if w is None or w.done():
+            w = self._wakeup = asyncio.get_running_loop().create_future()
+        return w
 
     # -- for callers
     @property
@@ -312,26 +333,32 @@ class Job:
     async def wait(self, timeout: float | None = None) -> Any:
         """The decoded result, waiting up to *timeout* seconds."""
         assert self._result is not None
+        if timeout is None or self._result.done():
+            return await asyncio.shield(self._result)
         try:
             return await asyncio.wait_for(asyncio.shield(self._result), timeout)
         except TimeoutError:
-            raise JobTimeout(f"job {self.handle} did not finish within {timeout}s", self.handle) from None
+            raise self._timeout(timeout) from None
+
+    def _timeout(self, timeout: float | None) -> JobTimeout:
+        return JobTimeout(f"job {self.handle or self.function!r} did not finish within {timeout}s",
+                          self.handle)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.wait().__await__()
 
     async def events(self) -> AsyncIterator[Event]:
         """Status, data and warning events in arrival order, until the job ends."""
-        loop = asyncio.get_running_loop()
         seen = 0
         while True:
+            finished = self.done()
             while seen < len(self.history):
                 seen += 1
                 yield self.history[seen - 1]
-            if self.done():
+            if finished:
                 return
-            self._wakeup = loop.create_future()
-            await self._wakeup
+            if seen == len(self.history) and not self.done():
+                await asyncio.shield(self._changed())
 
 
 def _server_error(body: bytes, server: ServerAddress | None) -> ServerError:
@@ -397,6 +424,22 @@ class _Batch:
             self.future.set_result(None)
 
 
+class _Forgotten:
+    """Stands in for a forgotten job that shares its handle with other jobs of
+    the same connection; the packets meant for it go nowhere."""
+
+    __slots__ = ()
+
+    def _work(self, ptype: int, body: bytes) -> bool:
+        return ptype in (_WORK_COMPLETE, _WORK_FAIL, _WORK_EXCEPTION)
+
+    def _fail(self, exc: BaseException) -> None:
+        pass
+
+
+_FORGOTTEN = _Forgotten()
+
+
 # -------------------------------------------------------------------- servers
 
 class _Server:
@@ -408,9 +451,10 @@ class _Server:
         self.link: Link | None = None
         self.backoff = Backoff()
         self.pending: deque[Any] = deque()  # waiters for direct replies, in request order
-        self.jobs: dict[bytes, list[Job]] = {}  # foreground jobs by handle
+        self.jobs: dict[bytes, list[Job | _Forgotten]] = {}  # foreground jobs by handle
         self._rr: dict[bytes, int] = {}
         self.connecting: asyncio.Future[None] | None = None
+        self.retry: asyncio.Task[None] | None = None  #: a background reconnect, scheduled or running
         self.last_error: str = ""
 
     @property
@@ -418,30 +462,59 @@ class _Server:
         return self.link is not None and self.link.connected
 
     async def connect(self) -> None:
+        """Open the connection (and greet the server); raises if it cannot."""
         if self.connected:
             return
         if self.connecting is not None:
             return await asyncio.shield(self.connecting)
-        loop = asyncio.get_running_loop()
-        self.connecting = loop.create_future()
+        self.connecting = connecting = asyncio.get_running_loop().create_future()
+        link = Link(self.address, self)
         try:
-            link = Link(self.address, self)
             await link.open(self.client.connect_timeout)
+            if self.client._closed:
+                link.close()
+                raise GearmanError("client is closed")
             self.link = link
             await self.client._greet(self)
-            self.backoff.succeeded()
-            self.connecting.set_result(None)
         except BaseException as exc:
             self.backoff.failed(time.monotonic())
-            self.last_error = str(exc)
-            if self.link is not None:
-                self.link.abort()
-                self.link = None
-            self.connecting.set_exception(exc)
-            self.connecting.exception()
+            self.last_error = str(exc) or type(exc).__name__
+            if self.link is link:
+                # fail (and drop) the greeting's waiter and anything sent meanwhile:
+                # a stale waiter left in `pending` would take the next connection's replies
+                self.link_lost(link, exc)
+            link.abort()
+            if isinstance(exc, asyncio.CancelledError):  # others waiting must not be cancelled
+                exc = ConnectionLost(f"connecting to {self.address} was cancelled")
+            connecting.set_exception(exc)
+            connecting.exception()
             raise
+        else:
+            self.backoff.succeeded()
+            connecting.set_result(None)
         finally:
             self.connecting = None
+
+    async def try_connect(self) -> bool:
+        """:meth:`connect`, True when it worked (the reason is kept in ``last_error``)."""
+        try:
+            await self.connect()
+        except (GearmanError, OSError) as exc:  # TimeoutError is an OSError
+            log.debug("%s unavailable: %s", self.address, exc)
+            return False
+        return True
+
+    def reconnect_soon(self) -> None:
+        """Retry a server that is down in the background, once its back-off allows."""
+        if (self.connecting is None and self.retry is None and not self.client._closed
+                and self.backoff.ready(time.monotonic())):
+            self.retry = self.client._background(self._retry())
+
+    async def _retry(self) -> None:
+        try:
+            await self.try_connect()
+        finally:
+            self.retry = None
 
     def send(self, data: bytes, waiter: Any) -> None:
         assert self.link is not None
@@ -499,9 +572,13 @@ class _Server:
         key = job.handle.encode("utf-8", "surrogateescape")
         group = self.jobs.get(key)
         if group and job in group:
-            group.remove(job)
-            if not group:
+            if any(j is not job and not isinstance(j, _Forgotten) for j in group):
+                # others share the handle: the server still sends every packet once per
+                # submit, so a stand-in must take this job's copies (or others get two)
+                group[group.index(job)] = _FORGOTTEN
+            else:
                 del self.jobs[key]
+                self._rr.pop(key, None)
 
 
 # --------------------------------------------------------------------- client
@@ -529,11 +606,13 @@ class AsyncClient:
         self.addresses = parse_servers(servers)
         self.codec = get_codec(codec)
         self.client_id = client_id
+        self._client_id = _bytes(client_id, "client_id") if client_id else b""
         self.exceptions = exceptions
         self.connect_timeout = connect_timeout
         self._servers = [_Server(self, a) for a in self.addresses]
         self._rr = itertools.count()
         self._closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -544,10 +623,18 @@ class AsyncClient:
     async def close(self) -> None:
         """Close every connection; jobs still waiting fail with ConnectionLost."""
         self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
         for srv in self._servers:
             if srv.link is not None:
                 srv.link.close()
                 srv.link_lost(srv.link, None)
+
+    def _background(self, coro: Coroutine[Any, Any, _R]) -> asyncio.Task[_R]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def connect(self) -> list[ServerAddress]:
         """Connect to every server now (otherwise connections open on first use);
@@ -563,8 +650,8 @@ class AsyncClient:
         """First packets on a new connection: options and client id."""
         assert srv.link is not None
         loop = asyncio.get_running_loop()
-        if self.client_id:
-            srv.link.send(request(_T.SET_CLIENT_ID, _bytes(self.client_id, "client_id")))
+        if self._client_id:
+            srv.link.send(request(_T.SET_CLIENT_ID, self._client_id))
         if self.exceptions:
             waiter = _Reply(loop, srv.address)
             srv.send(request(_T.OPTION_REQ, b"exceptions"), waiter)
@@ -572,6 +659,9 @@ class AsyncClient:
                 await asyncio.wait_for(waiter.future, self.connect_timeout)
             except ServerError:
                 log.info("%s does not support the exceptions option", srv.address)
+            except TimeoutError:
+                raise NoServerAvailable(f"{srv.address} accepted the connection but did not answer "
+                                        f"within {self.connect_timeout}s") from None
 
     # -- choosing a server
     def _order(self, unique: bytes) -> list[_Server]:
@@ -583,30 +673,57 @@ class AsyncClient:
         return servers[start:] + servers[:start]
 
     async def _server_for(self, unique: bytes) -> _Server:
+        """The server for a job: the first connected one in the key's order.
+
+        Servers ahead of it that are down are retried in the background once
+        their back-off allows (the job does not wait for them). When no server
+        is connected, those whose back-off allows are tried at once, and the
+        first in order that connects is used -- so a fresh client still sends
+        a unique key to the server it hashes to.
+        """
         if self._closed:
             raise GearmanError("client is closed")
-        order = self._order(unique)
-        for srv in order:
-            if srv.connected:
-                return srv
+        servers = self._servers
+        if len(servers) == 1:
+            if servers[0].connected:
+                return servers[0]
+            order = servers
+        else:
+            order = self._order(unique)
+            for i, srv in enumerate(order):
+                if srv.connected:
+                    for down in order[:i]:
+                        down.reconnect_soon()
+                    return srv
         now = time.monotonic()
-        errors = []
-        for srv in order:
-            if not srv.backoff.ready(now):
-                errors.append(f"{srv.address}: {srv.last_error} (retrying in "
-                              f"{srv.backoff.not_before - now:.1f}s)")
-                continue
-            try:
-                await srv.connect()
-                return srv
-            except NoServerAvailable as exc:
-                errors.append(str(exc))
-        raise NoServerAvailable("no job server available: " + "; ".join(errors))
+        candidates = [s for s in order if s.connecting is not None or s.backoff.ready(now)]
+        attempts = [asyncio.ensure_future(s.try_connect()) for s in candidates]
+        try:
+            for srv, attempt in zip(candidates, attempts, strict=True):
+                if await attempt:
+                    return srv
+        finally:
+            for attempt in attempts:
+                if not attempt.done():  # a later server still connecting: let it finish
+                    self._tasks.add(attempt)
+                    attempt.add_done_callback(self._tasks.discard)
+        if self._closed:
+            raise GearmanError("client is closed")
+        raise self._unavailable()
+
+    def _unavailable(self) -> NoServerAvailable:
+        now = time.monotonic()
+        reasons = [f"{s.address}: {s.last_error or 'not connected'}"
+                   + (f" (retrying in {s.backoff.not_before - now:.1f}s)" if not s.backoff.ready(now) else "")
+                   for s in self._servers]
+        return NoServerAvailable("no job server available: " + "; ".join(reasons))
 
     # -- submitting
     def _packet(self, function: str, payload: Payload, unique: bytes, priority: Priority,
                 background: bool, run_at: When) -> bytes:
         fn = _bytes(function, "function name")
+        if not fn:
+            raise ValueError("function name must not be empty")
         data = self.codec.encode(payload)
         if run_at is not None:
             if not background:
@@ -649,13 +766,17 @@ class AsyncClient:
         on_data: Callable[[Job, bytes], Any] | None = None,
         on_warning: Callable[[Job, bytes], Any] | None = None,
     ) -> Any:
-        """Submit a foreground job and return its result (decoded by the codec)."""
-        job = await self.submit_job(function, payload, unique=unique, priority=priority,
-                                    on_status=on_status, on_data=on_data, on_warning=on_warning)
+        """Submit a foreground job and return its result (decoded by the codec).
+
+        *timeout* covers the whole job, from the submit on; when it expires the
+        client forgets the job (it may still run on the server) and raises
+        :class:`JobTimeout`."""
+        (job,) = await self._submit_jobs(
+            [Request(function, payload, unique, priority)], on_status, on_data, on_warning)
         try:
             return await job.wait(timeout)
-        except JobTimeout:
-            self._forget(job)
+        except JobTimeout as exc:
+            job._abandon(exc)
             raise
 
     async def submit_jobs(self, requests: Iterable[Request]) -> list[Job]:
@@ -675,19 +796,14 @@ class AsyncClient:
         jobs = await self._submit_jobs(list(requests))
         try:
             return await asyncio.wait_for(
-                asyncio.gather(*(self._result_of(j) for j in jobs), return_exceptions=return_exceptions),
+                asyncio.gather(*(j.wait() for j in jobs), return_exceptions=return_exceptions),
                 timeout)
         except TimeoutError:
+            exc = JobTimeout(f"jobs did not finish within {timeout}s")
             for job in jobs:
                 if not job.done():
-                    self._forget(job)
-            raise JobTimeout(f"jobs did not finish within {timeout}s") from None
-
-    @staticmethod
-    async def _result_of(job: Job) -> Any:
-        assert job._created is not None
-        await job._created
-        return await job.wait()
+                    job._abandon(job._timeout(timeout))
+            raise exc from None
 
     async def _submit_jobs(
         self,
@@ -697,12 +813,15 @@ class AsyncClient:
         on_warning: Callable[[Job, bytes], Any] | None = None,
     ) -> list[Job]:
         loop = asyncio.get_running_loop()
-        jobs: list[Job] = []
-        by_server: dict[_Server, list[tuple[bytes, Job]]] = {}
+        encoded = []  # every request is checked before anything is sent
         for req in requests:
             unique = _bytes(req.unique, "unique") if req.unique is not None else b""
             priority = _priority(req.priority)
             packet = self._packet(req.function, req.payload, unique, priority, False, req.run_at)
+            encoded.append((req, unique, priority, packet))
+        jobs: list[Job] = []
+        by_server: dict[_Server, list[tuple[bytes, Job]]] = {}
+        for req, unique, priority, packet in encoded:
             srv = await self._server_for(unique)
             job = Job(req.function, unique.decode("utf-8", "surrogateescape"), priority,
                       server=srv.address, on_status=on_status, on_data=on_data, on_warning=on_warning)
@@ -720,11 +839,6 @@ class AsyncClient:
             srv.link.send(b"".join(p for p, _ in items))
             await srv.link.drain()
         return jobs
-
-    def _forget(self, job: Job) -> None:
-        for srv in self._servers:
-            if srv.address == job.server:
-                srv.forget(job)
 
     async def submit_background(
         self,
@@ -748,30 +862,36 @@ class AsyncClient:
         their handles in order. A refused job raises (or, with
         *return_exceptions*, leaves its exception in the list)."""
         loop = asyncio.get_running_loop()
-        reqs = list(requests)
-        results: list[Any] = [None] * len(reqs)
-        groups: dict[_Server, tuple[list[bytes], list[int]]] = {}
-        for i, req in enumerate(reqs):
+        make = self._packet
+        uniques: list[bytes] = []
+        packets: list[bytes] = []  # every request is checked before anything is sent
+        for req in requests:
             unique = _bytes(req.unique, "unique") if req.unique is not None else b""
-            packet = self._packet(req.function, req.payload, unique, _priority(req.priority), True,
-                                  req.run_at)
-            srv = self._servers[0] if len(self._servers) == 1 else None
-            if srv is None or not srv.connected:
+            uniques.append(unique)
+            packets.append(make(req.function, req.payload, unique, _priority(req.priority), True,
+                                req.run_at))
+        results: list[Any] = [None] * len(packets)
+        groups: dict[_Server, tuple[list[bytes], list[int]]] = {}
+        if len(self._servers) == 1:
+            if packets:
+                groups[await self._server_for(b"")] = (packets, list(range(len(packets))))
+        else:
+            for i, unique in enumerate(uniques):
                 srv = await self._server_for(unique)
-            group = groups.get(srv)
-            if group is None:
-                group = groups[srv] = ([], [])
-            group[0].append(packet)
-            group[1].append(i)
+                group = groups.get(srv)
+                if group is None:
+                    group = groups[srv] = ([], [])
+                group[0].append(packets[i])
+                group[1].append(i)
         batches = []
-        for srv, (packets, positions) in groups.items():
+        for srv, (chunk, positions) in groups.items():
             batch = _Batch(loop, results, positions, srv.address)
             if not srv.connected:
                 batch._fail(ConnectionLost(f"connection to {srv.address} lost"))
                 continue
             assert srv.link is not None
             srv.pending.extend(itertools.repeat(batch, len(positions)))
-            srv.link.send(b"".join(packets))
+            srv.link.send(b"".join(chunk))
             batches.append(batch)
             await srv.link.drain()
         for batch in batches:
@@ -790,6 +910,9 @@ class AsyncClient:
     async def statuses(self, handles: Iterable[str]) -> list[JobStatus]:
         """GET_STATUS of many handles in one round trip per server."""
         wanted = list(handles)
+        if not wanted:
+            return []
+        packets = b"".join(request(_T.GET_STATUS, _bytes(h, "handle")) for h in wanted)
         servers = await self._connected_servers()
         loop = asyncio.get_running_loop()
         per_server = []
@@ -797,7 +920,7 @@ class AsyncClient:
             waiters = [_Reply(loop, srv.address) for _ in wanted]
             assert srv.link is not None
             srv.pending.extend(waiters)
-            srv.link.send(b"".join(request(_T.GET_STATUS, _bytes(h, "handle")) for h in wanted))
+            srv.link.send(packets)
             per_server.append(waiters)
         answers: list[JobStatus | None] = [None] * len(wanted)
         for waiters in per_server:
@@ -837,13 +960,17 @@ class AsyncClient:
         return body
 
     async def _connected_servers(self) -> list[_Server]:
-        if len(self._servers) == 1:
-            return [await self._server_for(b"")]
-        await asyncio.gather(*(s.connect() for s in self._servers if not s.connected
-                               and s.backoff.ready(time.monotonic())), return_exceptions=True)
+        """Every server that is connected, after (re)trying those whose back-off allows."""
+        if self._closed:
+            raise GearmanError("client is closed")
+        now = time.monotonic()
+        retry = [s for s in self._servers
+                 if not s.connected and (s.connecting is not None or s.backoff.ready(now))]
+        if retry:
+            await asyncio.gather(*(s.try_connect() for s in retry))
         servers = [s for s in self._servers if s.connected]
         if not servers:
-            raise NoServerAvailable("no job server available")
+            raise self._unavailable()
         return servers
 
 
@@ -866,9 +993,10 @@ class Client:
         exceptions: bool = True,
         connect_timeout: float = 10.0,
     ) -> None:
-        self._thread = LoopThread("geartrain-client")
         self._async = AsyncClient(servers, codec=codec, client_id=client_id, exceptions=exceptions,
                                   connect_timeout=connect_timeout)
+        self._closed = False
+        self._thread = LoopThread("geartrain-client")  # last: nothing above may leak the thread
 
     @property
     def aio(self) -> AsyncClient:
@@ -882,13 +1010,23 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Close the connections and stop the loop thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._thread.run(self._async.close(), 10)
         finally:
             self._thread.stop()
 
+    def _run(self, coro: Coroutine[Any, Any, _R], timeout: float | None = None) -> _R:
+        if self._closed:
+            coro.close()
+            raise GearmanError("client is closed")
+        return self._thread.run(coro, timeout)
+
     def connect(self) -> list[ServerAddress]:
-        return self._thread.run(self._async.connect())
+        return self._run(self._async.connect())
 
     def submit(self, function: str, payload: Payload = b"", *, unique: Unique = None,
                priority: PriorityLike = Priority.NORMAL, timeout: float | None = None,
@@ -896,7 +1034,7 @@ class Client:
                on_data: Callable[[Job, bytes], Any] | None = None,
                on_warning: Callable[[Job, bytes], Any] | None = None) -> Any:
         """Submit a foreground job and return its result."""
-        return self._thread.run(self._async.submit(
+        return self._run(self._async.submit(
             function, payload, unique=unique, priority=priority, timeout=timeout,
             on_status=on_status, on_data=on_data, on_warning=on_warning))
 
@@ -906,7 +1044,7 @@ class Client:
                    on_data: Callable[[Job, bytes], Any] | None = None,
                    on_warning: Callable[[Job, bytes], Any] | None = None) -> SyncJob:
         """Submit a foreground job; returns a :class:`SyncJob` once it is created."""
-        job = self._thread.run(self._async.submit_job(
+        job = self._run(self._async.submit_job(
             function, payload, unique=unique, priority=priority,
             on_status=on_status, on_data=on_data, on_warning=on_warning))
         return SyncJob(job, self._thread)
@@ -914,30 +1052,30 @@ class Client:
     def run(self, requests: Iterable[Request], *, timeout: float | None = None,
             return_exceptions: bool = False) -> list[Any]:
         """Submit many foreground jobs at once and return their results in order."""
-        return self._thread.run(self._async.run(list(requests), timeout=timeout,
-                                                return_exceptions=return_exceptions))
+        return self._run(self._async.run(list(requests), timeout=timeout,
+                                         return_exceptions=return_exceptions))
 
     def submit_background(self, function: str, payload: Payload = b"", *, unique: Unique = None,
                           priority: PriorityLike = Priority.NORMAL, run_at: When = None) -> str:
-        return self._thread.run(self._async.submit_background(
+        return self._run(self._async.submit_background(
             function, payload, unique=unique, priority=priority, run_at=run_at))
 
     def submit_background_many(self, requests: Iterable[Request], *,
                                return_exceptions: bool = False) -> list[Any]:
-        return self._thread.run(self._async.submit_background_many(
+        return self._run(self._async.submit_background_many(
             list(requests), return_exceptions=return_exceptions))
 
     def status(self, handle: str) -> JobStatus:
-        return self._thread.run(self._async.status(handle))
+        return self._run(self._async.status(handle))
 
     def statuses(self, handles: Iterable[str]) -> list[JobStatus]:
-        return self._thread.run(self._async.statuses(list(handles)))
+        return self._run(self._async.statuses(list(handles)))
 
     def status_unique(self, unique: str | bytes) -> UniqueStatus:
-        return self._thread.run(self._async.status_unique(unique))
+        return self._run(self._async.status_unique(unique))
 
     def echo(self, data: bytes = b"ping") -> bytes:
-        return self._thread.run(self._async.echo(data))
+        return self._run(self._async.echo(data))
 
 
 class SyncJob:
@@ -972,27 +1110,35 @@ class SyncJob:
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the job and return its result (raises like AsyncClient's jobs)."""
+        if self._job.done():
+            return self._job.result()
         return self._thread.run(self._job.wait(timeout))
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
-        """Status, data and warning events as they arrive, until the job ends."""
+        """Status, data and warning events as they arrive, until the job ends.
+
+        With *timeout*, raises :class:`JobTimeout` if the job has not ended
+        that many seconds after iteration began."""
+        job = self._job
         seen = 0
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            history = self._job.history
+            finished = job.done()  # before reading the history: events precede the end
+            history = job.history
             while seen < len(history):
                 seen += 1
                 yield history[seen - 1]
-            if self._job.done():
+            if finished:
                 return
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if left == 0.0:
-                raise JobTimeout(f"job {self.handle} did not finish within {timeout}s", self.handle)
-            self._thread.run(self._next_event(seen), None)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise job._timeout(timeout)
+            try:
+                self._thread.run(self._next_event(seen), left)
+            except TimeoutError:
+                raise job._timeout(timeout) from None
 
     async def _next_event(self, seen: int) -> None:
         job = self._job
-        if len(job.history) > seen or job.done():
-            return
-        job._wakeup = asyncio.get_running_loop().create_future()
-        await job._wakeup
+        if len(job.history) == seen and not job.done():
+            await asyncio.shield(job._changed())

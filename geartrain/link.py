@@ -72,6 +72,7 @@ class Link(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._paused: asyncio.Future[None] | None = None
+        self._abort_reason: BaseException | None = None
 
     def __repr__(self) -> str:
         state = "open" if self.transport is not None and not self.closed else "closed"
@@ -117,6 +118,7 @@ class Link(asyncio.Protocol):
             return
         self.closed = True
         self.transport = None
+        exc = exc or self._abort_reason
         if self._paused is not None and not self._paused.done():
             self._paused.set_result(None)
         self.owner.link_lost(self, exc)
@@ -133,7 +135,9 @@ class Link(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         """Queue *data*; everything queued in one loop iteration goes out in one write."""
         self._out.append(data)
-        if not self._flush_scheduled and self.loop is not None:
+        if not self._flush_scheduled:
+            if self.loop is None:
+                self.loop = asyncio.get_running_loop()
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
 
@@ -161,12 +165,16 @@ class Link(asyncio.Protocol):
             await paused
 
     def close(self) -> None:
+        """Write what is queued, then close; ``connected`` is False from now on."""
         self.flush()
         transport = self.transport
+        self.closed = True
         if transport is not None:
             transport.close()
 
     def abort(self, exc: BaseException | None = None) -> None:
+        """Drop the connection at once; the owner's ``link_lost`` gets *exc*."""
+        self._abort_reason = exc
         transport = self.transport
         if transport is not None:
             transport.abort()

@@ -48,7 +48,12 @@ class LoopThread:
         return threading.current_thread() is self._thread
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run *coro* on the loop and wait for its result in the calling thread."""
+        """Run *coro* on the loop and wait for its result in the calling thread.
+
+        Exceptions of the coroutine propagate unchanged (a ``JobTimeout`` stays
+        a ``JobTimeout``); only when *timeout* expires first is the coroutine
+        cancelled and a plain ``TimeoutError`` raised.
+        """
         if self.in_loop_thread:
             coro.close()
             raise RuntimeError("blocking call from inside the library's own event loop thread "
@@ -58,8 +63,12 @@ class LoopThread:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            # since 3.11 this is the builtin TimeoutError, which the coroutine may
+            # raise itself: only a future that is not done timed out here
+            if future.done():
+                raise
             future.cancel()
-            raise TimeoutError("timed out") from None
+            raise TimeoutError(f"no result within {timeout}s") from None
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         assert self.loop is not None
