@@ -74,3 +74,20 @@ def test_examples_are_all_tested() -> None:
     tested = {"reverse_worker.py", "blocking_worker.py", "reverse_client.py", "events_client.py",
               "background_status.py", "many_jobs.py"}
     assert {p.name for p in Path(EXAMPLES).glob("*.py")} == tested
+
+
+def test_readme_library_example(server: ServerProcess) -> None:
+    """The README's Python example runs (pointed at a test server) and prints what it says."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    match = re.search(r"## Python library\n\n```python\n(.*?)```", readme, re.S)
+    assert match, "README lost its Python library example"
+    code = match.group(1).replace("127.0.0.1:4730", f"{server.host}:{server.port}")
+    res = subprocess.run([sys.executable, "-c", code], env=_env(server), capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[:10] == [f"{i}/10" for i in range(1, 11)]
+    assert lines[10] == "b'sumsaR'"
+    assert lines[11].startswith("JobStatus(handle='H:") and "known=True" in lines[11]
