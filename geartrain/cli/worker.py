@@ -238,14 +238,6 @@ def load_worker(spec: str) -> AsyncWorker:
     return obj
 
 
-def use_servers(worker: AsyncWorker, servers: Sequence[ServerAddress]) -> None:
-    """Point a worker that has not run yet at *servers* (-h/-p/$GEARMAN_SERVER)."""
-    from geartrain.worker import _WorkerServer  # no public way to change a worker's servers
-
-    worker.addresses = list(servers)
-    worker._servers = [_WorkerServer(worker, a) for a in worker.addresses]
-
-
 # ------------------------------------------------------------------- running
 
 async def _warn_unreachable(servers: Sequence[ServerAddress]) -> None:
@@ -337,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
             _say(str(exc))
             return EXIT_USAGE
         if servers is not None:
-            use_servers(worker, servers)
+            worker.use_servers(servers)
         if args.jobs:
             worker.concurrency = args.jobs
         if args.client_id:
