@@ -51,7 +51,7 @@ from geartrain.errors import (
 )
 from geartrain.link import Backoff, Link, request
 from geartrain.protocol import PacketType
-from geartrain.servers import ServerAddress, parse_servers
+from geartrain.servers import ServerAddress, Servers, parse_servers
 from geartrain.syncloop import LoopThread
 
 log = logging.getLogger("geartrain.client")
@@ -596,7 +596,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        servers: str | Iterable[str | tuple[str, int] | ServerAddress] | None = None,
+        servers: Servers = None,
         *,
         codec: Codec | str | None = None,
         client_id: str | None = None,
@@ -986,7 +986,7 @@ class Client:
 
     def __init__(
         self,
-        servers: str | Iterable[str | tuple[str, int] | ServerAddress] | None = None,
+        servers: Servers = None,
         *,
         codec: Codec | str | None = None,
         client_id: str | None = None,

@@ -18,6 +18,12 @@ class ServerAddress(NamedTuple):
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+#: What every ``servers=`` argument accepts: ``"h1:4730,h2"``, a list of
+#: ``"host:port"`` strings, (host, port) tuples or ServerAddress, or None
+#: (``$GEARMAN_SERVERS``, else 127.0.0.1:4730).
+Servers = str | Iterable[str | tuple[str, int] | ServerAddress] | None
+
+
 def parse_server(spec: str | tuple[str, int] | ServerAddress) -> ServerAddress:
     """``"host"``, ``"host:port"``, ``"[::1]:4730"``, ``"::1"`` or a (host, port) tuple."""
     if isinstance(spec, tuple):
@@ -44,7 +50,7 @@ def parse_server(spec: str | tuple[str, int] | ServerAddress) -> ServerAddress:
 
 
 def parse_servers(
-    servers: str | Iterable[str | tuple[str, int] | ServerAddress] | None = None,
+    servers: Servers = None,
     env: str = "GEARMAN_SERVERS",
 ) -> list[ServerAddress]:
     """Server list from an argument, else the *env* variable, else 127.0.0.1:4730.

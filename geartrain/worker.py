@@ -48,7 +48,7 @@ from geartrain.codecs import Codec, get_codec
 from geartrain.errors import JobFailed, NoServerAvailable
 from geartrain.link import Backoff, Link, request
 from geartrain.protocol import REQ, PacketType
-from geartrain.servers import ServerAddress, parse_servers
+from geartrain.servers import ServerAddress, Servers, parse_servers
 from geartrain.syncloop import LoopThread
 
 log = logging.getLogger("geartrain.worker")
@@ -251,7 +251,7 @@ class AsyncWorker:
 
     def __init__(
         self,
-        servers: str | Iterable[str | tuple[str, int] | ServerAddress] | None = None,
+        servers: Servers = None,
         *,
         client_id: str | None = None,
         concurrency: int = 1,
@@ -344,7 +344,7 @@ class AsyncWorker:
     def functions(self) -> list[str]:
         return list(self._functions)
 
-    def use_servers(self, servers: str | Iterable[str | tuple[str, int] | ServerAddress]) -> None:
+    def use_servers(self, servers: Servers) -> None:
         """Serve these servers instead (only while the worker is not running)."""
         if self._loop is not None:
             raise RuntimeError("cannot change the servers of a running worker")
@@ -655,7 +655,7 @@ class Worker:
 
     def __init__(
         self,
-        servers: str | Iterable[str | tuple[str, int] | ServerAddress] | None = None,
+        servers: Servers = None,
         *,
         client_id: str | None = None,
         concurrency: int = 1,
