@@ -15,6 +15,8 @@ from geartrain.server.config import ServerConfig
 from geartrain.server.core.server import JobServer
 from geartrain.server.core.settings import CoreSettings
 from geartrain.server.network import KeepAlive, Network
+from geartrain.server.stores import Store, StoreError, create_store, parse_store_url
+from geartrain.server.stores.committer import Committer
 
 log = logging.getLogger("geartrain.server")
 
@@ -28,6 +30,7 @@ def core_settings(config: ServerConfig) -> CoreSettings:
         version=__version__,
         pid=os.getpid(),
         verbose=config.verbose,
+        store_foreground=config.store_foreground,
     )
 
 
@@ -40,6 +43,8 @@ class ServerProcess:
         self.stopping: asyncio.Event | None = None
         self.log_handler: logging.Handler | None = None
         self.network: Network | None = None
+        self.store: Store | None = None
+        self.committer: Committer | None = None
 
     async def serve(self, ready: asyncio.Event | None = None) -> int:
         config = self.config
@@ -51,21 +56,76 @@ class ServerProcess:
             keepalive=KeepAlive(config.keepalive, config.keepalive_idle,
                                 config.keepalive_interval, config.keepalive_count),
         )
+        if not await self._open_store():
+            return 1
         try:
             addresses = await network.listen(config.listen or None, config.port, config.backlog)
         except OSError as exc:
             log.critical("cannot listen on port %d: %s", config.port, exc.strerror or exc)
+            await self._close_store()
             return 1
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, logs.reopen, self.log_handler)
+        assert self.store is not None
         log.log(logs.NOTICE, "geartrain %s listening on %s (store: %s, pid %d)",
-                __version__, ", ".join(_fmt(a) for a in addresses), config.store, os.getpid())
+                __version__, ", ".join(_fmt(a) for a in addresses), self.store.describe(), os.getpid())
         if ready is not None:
             ready.set()
         await self.stopping.wait()
         await self._shutdown()
         return 0
+
+    async def _open_store(self) -> bool:
+        """Open the store and replay its jobs into the core, before any connection."""
+        try:
+            url = self.config.store_url()
+            store = create_store(url)
+            await store.open()
+            records = await store.replay()
+        except StoreError as exc:
+            log.critical("cannot use the store: %s", exc)
+            return False
+        except Exception as exc:  # a driver's own exception on connect
+            log.critical("cannot use the store %s: %s", url.redacted(), exc)
+            return False
+        self.store = store
+        if url.password_in_url:
+            log.warning("the store password is on the command line (--store); other users "
+                        "could read it until now: use GEARTRAIN_STORE_PASSWORD, "
+                        "--store-password-file or the driver's own password file instead")
+        replayed = self.core.restore(records)
+        if replayed:
+            log.log(logs.NOTICE, "replayed %d job(s) from %s", replayed, store.describe())
+        if store.durable:
+            assert self.network is not None
+            self.core.durable = True
+            self.committer = Committer(store, self.core, self.network.request_flush,
+                                       timeout=self.config.store_timeout)
+            self.committer.start()
+            self.network.on_store_effects = self.committer.take
+        return True
+
+    async def _close_store(self) -> None:
+        if self.committer is not None:
+            await self.committer.stop()
+        store = self.store
+        if store is None:
+            return
+        empty = False
+        try:
+            empty = self.config.store is None and store.scheme == "sqlite" and await store.count() == 0
+            await store.close()
+        except Exception as exc:  # closing a broken connection
+            log.warning("closing the store: %s", exc)
+            return
+        if empty:
+            # the default store of a server that ends with nothing queued: leave
+            # no empty file behind in the data directory (it is made again at start)
+            try:
+                os.unlink(self.config.store_url().database)
+            except OSError:
+                pass
 
     def request_stop(self) -> None:
         assert self.stopping is not None
@@ -89,11 +149,17 @@ class ServerProcess:
                 await asyncio.sleep(0.05)
             if core.running_jobs:
                 log.warning("stopping with %d job(s) still running", core.running_jobs)
-        queued = sum(f.total for f in core.functions.values())
-        if queued:
-            log.warning("stopping: %d queued job(s) are lost (--store memory)", queued)
         network.flush()
+        if self.committer is not None and not await self.committer.drain(self.config.store_timeout):
+            log.warning("stopping with %d store write(s) not done", self.committer.pending)
+        queued = sum(f.total for f in core.functions.values())
+        if queued and self.store is not None and not self.store.durable:
+            log.warning("stopping: %d queued job(s) are lost (--store memory)", queued)
+        elif queued:
+            log.log(logs.NOTICE, "stopping: %d queued job(s) stay in %s", queued, self.store.describe()
+                    if self.store else "the store")
         network.close_all()
+        await self._close_store()
         log.log(logs.NOTICE, "stopped")
 
 
@@ -127,6 +193,29 @@ def raise_file_limit(wanted: int | None) -> int:
     return soft
 
 
+def hide_store_password(argv: list[str]) -> bool:
+    """Rewrite the process title (``ps``, /proc/PID/cmdline) without the
+    password of a ``--store`` URL. True if there was one to hide."""
+    cleaned = [_redact_arg(a) for a in argv]
+    if cleaned == argv:
+        return False
+    import setproctitle
+
+    setproctitle.setproctitle(" ".join(cleaned))
+    return True
+
+
+def _redact_arg(arg: str) -> str:
+    prefix, sep, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if "://" not in value or "@" not in value:
+        return arg
+    try:
+        redacted = parse_store_url(value).redacted()
+    except Exception:
+        return arg
+    return prefix + sep + redacted if parse_store_url(value).password_in_url else arg
+
+
 def run(config: ServerConfig) -> int:
     process = ServerProcess(config)
     try:
@@ -142,6 +231,8 @@ def run(config: ServerConfig) -> int:
         except OSError as exc:
             log.critical("cannot write pid file %s: %s", config.pid_file, exc.strerror)
             return 1
+    if hide_store_password(sys.argv):
+        log.debug("store password hidden from the process title")
     loop_name = install_event_loop_policy()
     limit = raise_file_limit(config.file_descriptors)
     log.debug("event loop: %s, open-file limit %d", loop_name, limit)

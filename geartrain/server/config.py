@@ -19,6 +19,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from geartrain.server.core.settings import WAKE_ALL, default_handle_prefix
+from geartrain.server.stores.url import (
+    StoreURL,
+    StoreURLError,
+    check_private,
+    parse_store_url,
+    read_password_file,
+)
 
 LEVELS = ("FATAL", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
 
@@ -70,11 +77,19 @@ def parse_bool(text: str | bool) -> bool:
 
 
 def parse_store(text: str) -> str:
-    if text != "memory":
-        raise ConfigError(
-            f"--store {text!r}: this version keeps jobs in memory only (--store memory)"
-        )
+    try:
+        parse_store_url(text)
+    except StoreURLError as exc:
+        raise ConfigError(str(exc)) from None
     return text
+
+
+def default_data_dir() -> str:
+    """/var/lib/geartrain for root, else $XDG_DATA_HOME/geartrain (~/.local/share/geartrain)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return "/var/lib/geartrain"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "geartrain")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +139,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_packet_size", ("--max-packet-size",),
            "largest packet body accepted (default 64M); a larger one gets ERROR and the "
            "connection is closed before its body is read", parse_size, metavar="SIZE"),
-    Option("store", ("--store",), "where background jobs are kept: 'memory'", parse_store, metavar="URL"),
+    Option("store", ("--store",),
+           "where background jobs are kept: sqlite:///PATH, mysql://USER@HOST:PORT/DB, "
+           "postgresql://USER@HOST:PORT/DB, redis://HOST:PORT/N or memory (default: a SQLite "
+           "file in --data-dir, named after the port)", parse_store, metavar="URL"),
+    Option("data_dir", ("--data-dir",),
+           "directory for the default store (default /var/lib/geartrain for root, else "
+           "~/.local/share/geartrain)", str, metavar="DIR"),
+    Option("store_foreground", ("--store-foreground",),
+           "store foreground jobs too (they survive a restart as background jobs)", parse_bool, "flag"),
+    Option("store_timeout", ("--store-timeout",),
+           "seconds a store transaction may take before submits waiting on it are refused "
+           "with QUEUE_ERROR (default 5)", float, metavar="SECONDS"),
+    Option("store_password_file", ("--store-password-file",),
+           "read the store's password from this file (it must not be readable by other users); "
+           "or set GEARTRAIN_STORE_PASSWORD, or store-password in the --config file",
+           str, metavar="FILE"),
     Option("shutdown_timeout", ("--shutdown-timeout",),
            "on SIGTERM, seconds to let running jobs finish before exiting (default 30)",
            float, metavar="SECONDS"),
@@ -150,7 +180,13 @@ class ServerConfig:
     keepalive_interval: int = -1
     keepalive_count: int = -1
     max_packet_size: int = 64 << 20
-    store: str = "memory"
+    store: str | None = None
+    data_dir: str = dataclasses.field(default_factory=default_data_dir)
+    store_foreground: bool = False
+    store_timeout: float = 5.0
+    store_password_file: str | None = None
+    #: from GEARTRAIN_STORE_PASSWORD or the config file only, never the command line
+    store_password: str | None = dataclasses.field(default=None, repr=False)
     shutdown_timeout: float = 30.0
 
     def validate(self) -> ServerConfig:
@@ -166,7 +202,31 @@ class ServerConfig:
             raise ConfigError("--shutdown-timeout must be >= 0")
         if not self.job_handle_prefix or len(self.job_handle_prefix) > 48:
             raise ConfigError("--job-handle-prefix must be 1 to 48 characters")
+        if self.store_timeout <= 0:
+            raise ConfigError("--store-timeout must be > 0")
         return self
+
+    def store_location(self) -> str:
+        """The --store URL, or the default: a SQLite file in the data directory."""
+        if self.store:
+            return self.store
+        path = os.path.join(os.path.abspath(self.data_dir), f"geartrain-{self.port}.db")
+        return "sqlite://" + path
+
+    def store_url(self) -> StoreURL:
+        """The store URL with its password from the first source that has one."""
+        url = parse_store_url(self.store_location())
+        if url.password is None:
+            if self.store_password is not None:
+                url.password = self.store_password
+            elif os.environ.get("GEARTRAIN_STORE_PASSWORD"):
+                url.password = os.environ["GEARTRAIN_STORE_PASSWORD"]
+            elif self.store_password_file:
+                try:
+                    url.password = read_password_file(self.store_password_file)
+                except StoreURLError as exc:
+                    raise ConfigError(str(exc)) from None
+        return url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,6 +272,13 @@ def load_file(path: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in table.items():
         name = key.replace("-", "_")
+        if name == "store_password":
+            try:
+                check_private(path)  # a password in a file everyone may read is no secret
+            except StoreURLError as exc:
+                raise ConfigError(str(exc)) from None
+            values[name] = str(value)
+            continue
         opt = _BY_NAME.get(name)
         if opt is None:
             raise ConfigError(f"config file {path}: unknown option {key!r} in [server]")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from geartrain.protocol import Decoder
@@ -142,6 +142,9 @@ class Network:
         self.servers: list[asyncio.base_events.Server] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        #: called after a flush when the core produced store effects (the
+        #: committer's ``take``); None with the memory store
+        self.on_store_effects: Callable[[], None] | None = None
 
     async def listen(self, hosts: Sequence[str] | None, port: int, backlog: int) -> list[tuple[str, int]]:
         """Bind the Gear port on *hosts* (all interfaces when empty); returns bound addresses."""
@@ -189,7 +192,15 @@ class Network:
                         continue
                 if peer.closing:
                     transport.close()
+        if self.on_store_effects is not None and (core.store_adds or core.store_updates or core.store_dones):
+            self.on_store_effects()
         self._arm_timer()
+
+    def request_flush(self) -> None:
+        """Flush at the end of this loop iteration (for events from outside a read)."""
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.loop.call_soon(self.flush)
 
     def _arm_timer(self) -> None:
         deadline = self.core.next_deadline()

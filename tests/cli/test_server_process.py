@@ -41,7 +41,7 @@ def test_python_dash_m_and_version():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--store", "sqlite:///x.db"], "--store"),
+    (["--store", "ftp://host/x"], "unknown kind"),
     (["--verbose", "LOUD"], "--verbose"),
     (["--max-packet-size", "lots"], "not a size"),
     (["--worker-wakeup", "some"], "--worker-wakeup"),

@@ -115,7 +115,7 @@ def geartrain(*args: str, host: str = "127.0.0.1", port: int | None = None,
     port = port or free_port(host)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="geartrain-test-"))
     argv = [*geartrain_command(), "server", "--port", str(port), "--listen", host,
-            "--log-file", "stderr", *args]
+            "--log-file", "stderr", "--data-dir", str(workdir / "data"), *args]
     return ServerProcess(argv, host, port, workdir)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from geartrain.server.core.function import Function
@@ -21,10 +21,14 @@ class JobState(enum.IntEnum):
     RUNNING = 1  #: assigned to a worker
     SCHEDULED = 2  #: an epoch job whose time has not come
     FINISHED = 3  #: completed, failed, cancelled or dropped; no longer indexed
+    STORING = 4  #: waiting for the durable store before anyone may see it
 
 
 class Job:
     """Everything the server knows about one job.
+
+    With a durable store, a background job is ``STORING`` until its row is
+    committed; only then do its submitters get JOB_CREATED and workers see it.
 
     ``listeners`` are the foreground clients attached to it (the submitter
     and every foreground submit that coalesced onto it); a background job
@@ -36,7 +40,7 @@ class Job:
     __slots__ = (
         "handle", "function", "unique", "data", "priority", "background", "when",
         "reducer", "listeners", "worker", "numerator", "denominator", "retries",
-        "state", "ignored", "attempt",
+        "state", "ignored", "attempt", "stored", "waiters",
     )
 
     def __init__(
@@ -66,6 +70,10 @@ class Job:
         self.state: int = 0  # a JobState, kept as a plain int (QUEUED)
         self.ignored = False
         self.attempt = 0
+        #: a row for this job exists in the durable store (forget it when the job ends)
+        self.stored = False
+        #: submitters waiting for the store: (peer, their held JOB_CREATED reply)
+        self.waiters: list[tuple[Peer, Any]] | None = None
 
     def __repr__(self) -> str:
         return (

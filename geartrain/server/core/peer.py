@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ class Peer:
     __slots__ = (
         "id", "fd", "host", "client_id", "out", "dirty", "closing", "closed",
         "transport", "abilities", "jobs", "listening", "exceptions", "sleeping",
-        "woken_for", "rr",
+        "woken_for", "rr", "held",
     )
 
     def __init__(self, peer_id: int, host: str = "-", fd: int = -1) -> None:
@@ -44,6 +45,10 @@ class Peer:
         self.sleeping = False
         self.woken_for: Function | None = None
         self.rr = 0
+        #: replies queued behind a JOB_CREATED that waits for the durable store
+        #: (bytes, or a placeholder filled in when the store answers); None when
+        #: nothing waits, which is almost always
+        self.held: deque[Any] | None = None
 
     def __repr__(self) -> str:
         return f"<Peer {self.id} fd={self.fd} {self.host} {self.client_id!r}>"

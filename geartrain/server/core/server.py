@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from typing import Protocol
 
 from geartrain.protocol import REQ, RES, TEXT, FramingError, PacketType
 from geartrain.protocol.codec import Frame
@@ -51,6 +53,7 @@ QUEUED = int(JobState.QUEUED)
 RUNNING = int(JobState.RUNNING)
 SCHEDULED = int(JobState.SCHEDULED)
 FINISHED = int(JobState.FINISHED)
+STORING = int(JobState.STORING)
 HIGH, NORMAL, LOW = int(Priority.HIGH), int(Priority.NORMAL), int(Priority.LOW)
 
 
@@ -72,6 +75,28 @@ NO_JOB_PACKET = _res(_T.NO_JOB, b"")
 _STATUS_UNKNOWN = b"\x000\x000\x000\x000"
 _STATUS_QUEUED = b"\x001\x000\x000\x000"
 _UINT32 = 0xFFFFFFFF
+
+
+class JobRecord(Protocol):
+    """What a durable store keeps of a job (see geartrain.server.stores)."""
+
+    handle: bytes
+    function: bytes
+    unique: bytes
+    data: bytes
+    priority: int
+    when: int
+    reducer: bytes
+    retries: int
+
+
+class Held:
+    """A reply that waits for the durable store (filled in by :meth:`JobServer.stored`)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
 
 
 def error_packet(code: bytes, text: bytes) -> bytes:
@@ -146,6 +171,13 @@ class JobServer:
         self.peers: dict[int, Peer] = {}
         self.dirty: list[Peer] = []
         self.timers = TimerQueue()
+        #: durable-store effects, taken by the network layer after each batch:
+        #: jobs to write (their submitters wait), jobs whose retry count
+        #: changed, jobs to delete
+        self.store_adds: list[Job] = []
+        self.store_updates: list[Job] = []
+        self.store_dones: list[Job] = []
+        self.durable = settings.durable
         #: workers sent a NOOP that have not grabbed yet -> when (oldest first)
         self.woken: dict[Peer, float] = {}
         self._sweep_at = settings.max_idle_functions
@@ -202,6 +234,7 @@ class JobServer:
             return
         peer.closed = True
         peer.out.clear()
+        peer.held = None
         self.peers.pop(peer.id, None)
         if peer.sleeping:
             self._unsleep(peer)
@@ -269,10 +302,45 @@ class JobServer:
             self.dirty.append(peer)
 
     def _send(self, peer: Peer, data: bytes) -> None:
+        held = peer.held
+        if held is not None:  # a JOB_CREATED ahead of this waits for the store
+            held.append(data)
+            return
         peer.out.append(data)
         if not peer.dirty:
             peer.dirty = True
             self.dirty.append(peer)
+
+    def _hold(self, peer: Peer) -> Held:
+        """A place in *peer*'s output for a reply that is not known yet."""
+        placeholder = Held()
+        if peer.held is None:
+            peer.held = deque((placeholder,))
+        else:
+            peer.held.append(placeholder)
+        return placeholder
+
+    def _release(self, peer: Peer) -> None:
+        """Move the replies at the head of *peer*'s held output that are ready to its outbox."""
+        held = peer.held
+        if held is None:
+            return
+        out = peer.out
+        moved = False
+        while held:
+            item = held[0]
+            if type(item) is bytes:
+                out.append(item)
+            elif item.data is not None:
+                out.append(item.data)
+            else:
+                break
+            held.popleft()
+            moved = True
+        if not held:
+            peer.held = None
+        if moved and not peer.closed:
+            self._mark(peer)
 
     def function(self, name: bytes) -> Function:
         """The function called *name*, created if it does not exist yet."""
@@ -419,6 +487,9 @@ class JobServer:
     def _finish(self, job: Job) -> None:
         """Forget a job that ended (its running count is adjusted by the caller)."""
         job.state = FINISHED
+        if job.stored:
+            job.stored = False
+            self.store_dones.append(job)
         del self.jobs[job.handle]
         f = job.function
         if job.unique:
@@ -450,6 +521,8 @@ class JobServer:
         f.running -= 1
         job.retries += 1
         job.numerator = job.denominator = 0
+        if job.stored:
+            self.store_updates.append(job)  # the retry count survives a restart
         if job.ignored:
             self._finish(job)
             return
@@ -477,7 +550,7 @@ class JobServer:
         (ignored) until a worker reaches it, as in gearmand; a running one
         runs on, its results going nowhere."""
         job = self.jobs.get(handle)
-        if job is None:
+        if job is None or job.state == STORING:  # not created until the store has it
             return False
         if job.ignored:
             return True  # still listed (cancelled or abandoned): gearmand answers OK again
@@ -627,21 +700,7 @@ class JobServer:
             else:
                 job = f.by_unique.get(unique)
             if job is not None:
-                # coalesce: same handle; a foreground submit listens from now on.
-                # As in gearmand, each submit is one listener, so a connection that
-                # submits the same job twice gets every WORK_* packet twice (one per
-                # request it is waiting on).
-                if background:
-                    # a background submit makes the job a background job: it must
-                    # not be lost when the foreground clients leave
-                    job.background = True
-                else:
-                    if job.listeners is None:
-                        job.listeners = [peer]
-                    else:
-                        job.listeners.append(peer)
-                    peer.listening.add(job)
-                self._send(peer, _res(_T.JOB_CREATED, job.handle))
+                self._coalesce(peer, job, background)
                 return
         limits = f.max_queue
         if limits is not None:
@@ -662,23 +721,135 @@ class JobServer:
         if not background:
             job.listeners = [peer]
             peer.listening.add(job)
+        if self.durable and (background or self.settings.store_foreground):
+            # JOB_CREATED only once the store has the job: hold the reply (and
+            # whatever this peer is sent after it) until stored() says so
+            job.state = STORING
+            job.waiters = [(peer, self._hold(peer))]
+            self.store_adds.append(job)
+            return
         created = _header(RES, _JOB_CREATED, len(handle)) + handle
-        if when > 0:
-            delay = when - self.wallclock()
-            if delay > 0:
-                job.state = SCHEDULED
-                f.scheduled += 1
-                self.timers.add(self.clock() + delay, _timers.EPOCH_DUE, job)
-                self._send(peer, created)
-                return
+        if when > 0 and self._schedule(job):
+            self._send(peer, created)
+            return
         f.queues[priority].append(job)
         f.queued[priority] += 1
         if f.sleepers:
             self._wake(f)
+        held = peer.held
+        if held is not None:
+            held.append(created)
+            return
         peer.out.append(created)
         if not peer.dirty:
             peer.dirty = True
             self.dirty.append(peer)
+
+    def _coalesce(self, peer: Peer, job: Job, background: bool) -> None:
+        """A submit with the unique of an existing job: same handle. A foreground
+        submit listens from now on; as in gearmand each submit is one listener,
+        so a connection that submits the same job twice gets every WORK_* packet
+        twice (one per request it is waiting on)."""
+        if background:
+            # a background submit makes the job a background job: it must not
+            # be lost when the foreground clients leave -- nor when the server dies
+            job.background = True
+        else:
+            if job.listeners is None:
+                job.listeners = [peer]
+            else:
+                job.listeners.append(peer)
+            peer.listening.add(job)
+        if job.state == STORING:  # the first submitter still waits for the store
+            assert job.waiters is not None
+            job.waiters.append((peer, self._hold(peer)))
+        elif self.durable and background and not job.stored:
+            # a foreground job that now must survive a crash: store it first
+            if job.waiters is None:
+                job.waiters = []
+                self.store_adds.append(job)
+            job.waiters.append((peer, self._hold(peer)))
+        else:
+            self._send(peer, _res(_T.JOB_CREATED, job.handle))
+
+    def _schedule(self, job: Job) -> bool:
+        """Park an epoch job until its time; False if its time has come."""
+        delay = job.when - self.wallclock()
+        if delay <= 0:
+            return False
+        job.state = SCHEDULED
+        job.function.scheduled += 1
+        self.timers.add(self.clock() + delay, _timers.EPOCH_DUE, job)
+        return True
+
+    # ------------------------------------------------------------ durability
+
+    def stored(self, jobs: Sequence[Job], error: str | None = None) -> None:
+        """The durable store answered for jobs taken from :attr:`store_adds`:
+        committed (*error* None), or not. Their submitters get JOB_CREATED or
+        ``ERROR QUEUE_ERROR``, in order with everything else sent to them."""
+        for job in jobs:
+            waiters = job.waiters or []
+            job.waiters = None
+            if error is None:
+                reply = _res(_T.JOB_CREATED, job.handle)
+                job.stored = True
+                if job.state == STORING:
+                    if job.ignored:  # its foreground clients left meanwhile
+                        self._finish(job)
+                    elif not (job.when > 0 and self._schedule(job)):
+                        job.state = QUEUED
+                        self._enqueue(job.function, job)
+                elif job.state == FINISHED:  # it ended while its row was being written
+                    job.stored = False
+                    self.store_dones.append(job)
+            else:
+                reply = error_packet(b"QUEUE_ERROR", error.encode("utf-8", "replace"))
+                if job.state == STORING:
+                    self._drop_unstored(job)
+            for peer, placeholder in waiters:
+                placeholder.data = reply
+                if not peer.closed:
+                    self._release(peer)
+
+    def _drop_unstored(self, job: Job) -> None:
+        """The store refused a new job: it never existed."""
+        job.state = FINISHED
+        self.jobs.pop(job.handle, None)
+        f = job.function
+        if job.unique:
+            f.unindex(job)
+        f.total -= 1
+        for peer in job.listeners or ():
+            peer.listening.discard(job)
+        job.listeners = None
+
+    def restore(self, records: Iterable[JobRecord]) -> int:
+        """Jobs replayed from the durable store at start-up (before any
+        connection): queued again with their handles, priorities, uniques,
+        run-at times, reducers and retry counts, in the order given. New
+        handles continue after the highest replayed number. Returns how many."""
+        count = 0
+        for r in records:
+            if r.handle in self.jobs:
+                continue
+            f = self.functions.get(r.function)
+            if f is None:
+                f = self.function(r.function)
+            job = Job(r.handle, f, r.unique, r.data, r.priority, True, r.when, r.reducer)
+            job.retries = r.retries
+            job.stored = True
+            self.jobs[r.handle] = job
+            if r.unique and f.coalesce_target(r.unique, r.data) is None:
+                f.index(job)
+            f.total += 1
+            if not (r.when > 0 and self._schedule(job)):
+                f.push(job)
+            number = r.handle.rpartition(b":")[2]
+            if number.isdigit():
+                self.next_handle = max(self.next_handle, int(number) + 1)
+            count += 1
+        return count
 
     # ---------------------------------------------------------------- workers
 

@@ -44,6 +44,10 @@ class CoreSettings:
     version: str = "0"
     pid: int = 0
     verbose: str = "NOTICE"
+    #: background jobs are written to a durable store before JOB_CREATED
+    durable: bool = False
+    #: ... and foreground jobs too
+    store_foreground: bool = False
     #: seconds a woken worker may take to grab before another sleeper is woken
     rewake_after: float = 1.0
     #: beyond this many functions, idle ones are forgotten (bounds memory)

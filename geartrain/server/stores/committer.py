@@ -1,0 +1,151 @@
+"""Group commit: the bridge between the core's store effects and a Store.
+
+After each batch of packets the network layer hands the core's
+``store_adds`` / ``store_updates`` / ``store_dones`` to :meth:`Committer.take`.
+One transaction runs at a time; everything that arrives meanwhile waits and
+goes into the next one, so a burst of submits (or completions) shares one
+commit, and durability costs a transaction per batch, not per job.
+
+When the store fails, the jobs of that transaction that were being added are
+refused at once (their clients get ``ERROR QUEUE_ERROR``, never a handle);
+updates and deletions are kept and retried, with back-off, until the store
+is back, so a finished job is deleted eventually and at worst runs again
+after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from geartrain.server.core.job import Job
+from geartrain.server.core.server import JobServer
+from geartrain.server.stores.base import Store, StoredJob
+
+log = logging.getLogger("geartrain.server")
+
+
+def stored_job(job: Job) -> StoredJob:
+    return StoredJob(job.handle, job.function.name, job.unique, job.data, job.priority, job.when,
+                     job.reducer, job.retries)
+
+
+class Committer:
+    """Runs the store's transactions for one core, one at a time."""
+
+    def __init__(self, store: Store, core: JobServer, on_change: Callable[[], None],
+                 timeout: float = 5.0) -> None:
+        self.store = store
+        self.core = core
+        self.on_change = on_change
+        self.timeout = timeout
+        self._adds: list[Job] = []
+        self._updates: list[Job] = []
+        self._dones: list[Job] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._failing_since: float | None = None
+        self._backoff = 0.0
+        #: transactions committed, and jobs they carried (for logs and tests)
+        self.commits = 0
+        self.failures = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="geartrain-committer")
+
+    def take(self) -> None:
+        """Collect the core's pending store effects (called after each batch)."""
+        core = self.core
+        if core.store_adds:
+            self._adds.extend(core.store_adds)
+            core.store_adds.clear()
+        if core.store_updates:
+            self._updates.extend(core.store_updates)
+            core.store_updates.clear()
+        if core.store_dones:
+            self._dones.extend(core.store_dones)
+            core.store_dones.clear()
+        if self._adds or self._updates or self._dones:
+            self._idle.clear()
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._adds) + len(self._updates) + len(self._dones)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._adds or self._updates or self._dones:
+                await self._commit_once()
+            self._idle.set()
+
+    async def _commit_once(self) -> None:
+        adds, self._adds = self._adds, []
+        updates, self._updates = self._updates, []
+        dones, self._dones = self._dones, []
+        rows = [stored_job(j) for j in adds]
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(
+                self.store.apply(rows, [(j.handle, j.retries) for j in updates], [j.handle for j in dones]),
+                self.timeout)
+        except Exception as exc:  # StoreError, a timeout, or a driver's own error
+            reason = _reason(exc, self.timeout)
+            self.failures += 1
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = now
+                log.error("store %s failed: %s; refusing background submits until it is back",
+                          self.store.describe(), reason)
+            if adds:
+                self.core.stored(adds, f"{self.store.scheme} store unavailable: {reason}")
+            # keep what must still reach the store; try again after a pause
+            self._updates[:0] = updates
+            self._dones[:0] = dones
+            self.on_change()
+            self._backoff = min(1.0, self._backoff * 2 or 0.05)
+            await asyncio.sleep(self._backoff)
+            return
+        if self._failing_since is not None:
+            log.warning("store %s is back after %.1fs", self.store.describe(),
+                        time.monotonic() - self._failing_since)
+            self._failing_since = None
+        self._backoff = 0.0
+        self.commits += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("store commit: %d added, %d updated, %d done in %.1f ms", len(adds),
+                      len(updates), len(dones), (time.monotonic() - started) * 1000)
+        if adds:
+            self.core.stored(adds, None)
+        self.on_change()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until everything taken so far is committed (shutdown)."""
+        self.take()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g}s"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
