@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/geartrain server $(ARGS)
 
-## test: install what the tests need (Debian packages included), then run everything
+## test: install what the tests need (Debian packages included), start the
+## database servers the store tests use, then run everything
 test: system-deps $(STAMP) lint typecheck
+	scripts/start-services
 	$(BIN)/pytest
 
 ## system-deps: Debian packages of the reference server and third-party clients
@@ -31,9 +33,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## compat: the shared compatibility kit against this checkout's server
+## compat: the shared compatibility kit against this checkout's server (the
+## bare command keeps its default store in a fresh data directory)
 compat: $(STAMP)
-	../shared/compat/run '$(BIN)/geartrain server --port {port} --listen 127.0.0.1'
+	GEARTRAIN_DATA_DIR=$$(mktemp -d) ../shared/compat/run '$(BIN)/geartrain server --port {port} --listen 127.0.0.1' \
+	    --persist-template '$(BIN)/geartrain server --port {port} --listen 127.0.0.1 --store sqlite://{db}'
 
 ## bench: side-by-side benchmark against C gearmand (see bench/RESULTS.md)
 bench: $(STAMP)
