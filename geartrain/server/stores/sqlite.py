@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -45,6 +46,15 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+
+_ROWS_PER_INSERT = 200  # x 8 columns, well under SQLite's 32766 bound parameters
+_ROWS_PER_DELETE = 500
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_statement(rows: int) -> str:
+    return ("INSERT OR IGNORE INTO geartrain_jobs (handle, function, unique_key, priority, data, "
+            "when_to_run, reducer, retries) VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * rows))
 
 
 class SQLiteStore(Store):
@@ -126,17 +136,23 @@ class SQLiteStore(Store):
             assert db is not None
         db.execute("BEGIN IMMEDIATE")
         try:
-            if adds:
-                db.executemany(
-                    "INSERT OR IGNORE INTO geartrain_jobs (handle, function, unique_key, priority, data, "
-                    "when_to_run, reducer, retries) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(j.handle, j.function, j.unique, j.priority, j.data, j.when, j.reducer, j.retries)
-                     for j in adds])
+            # multi-row statements: sqlite3 releases and retakes the GIL around
+            # every step, so one step per row would make this thread queue for
+            # the GIL behind the event loop once per job
+            for i in range(0, len(adds), _ROWS_PER_INSERT):
+                chunk = adds[i:i + _ROWS_PER_INSERT]
+                params: list[object] = []
+                for j in chunk:
+                    params += (j.handle, j.function, j.unique, j.priority, j.data, j.when, j.reducer,
+                               j.retries)
+                db.execute(_insert_statement(len(chunk)), params)
             if updates:
                 db.executemany("UPDATE geartrain_jobs SET retries = ? WHERE handle = ?",
                                [(n, h) for h, n in updates])
-            if dones:
-                db.executemany("DELETE FROM geartrain_jobs WHERE handle = ?", [(h,) for h in dones])
+            for i in range(0, len(dones), _ROWS_PER_DELETE):
+                handles = dones[i:i + _ROWS_PER_DELETE]
+                marks = ",".join("?" * len(handles))
+                db.execute(f"DELETE FROM geartrain_jobs WHERE handle IN ({marks})", list(handles))
             db.execute("COMMIT")
         except BaseException:
             try:
