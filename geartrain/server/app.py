@@ -11,11 +11,11 @@ import sys
 
 from geartrain import __version__
 from geartrain.server import logs
-from geartrain.server.config import ServerConfig
+from geartrain.server.config import ConfigError, ServerConfig
 from geartrain.server.core.server import JobServer
 from geartrain.server.core.settings import CoreSettings
 from geartrain.server.network import KeepAlive, Network
-from geartrain.server.stores import Store, StoreError, create_store, parse_store_url
+from geartrain.server.stores import Store, StoreError, StoreURLError, create_store, parse_store_url
 from geartrain.server.stores.committer import Committer
 
 log = logging.getLogger("geartrain.server")
@@ -80,6 +80,10 @@ class ServerProcess:
         """Open the store and replay its jobs into the core, before any connection."""
         try:
             url = self.config.store_url()
+        except (ConfigError, StoreURLError) as exc:
+            log.critical("cannot use the store: %s", exc)
+            return False
+        try:
             store = create_store(url)
             await store.open()
             records = await store.replay()

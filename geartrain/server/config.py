@@ -217,10 +217,10 @@ class ServerConfig:
         """The store URL with its password from the first source that has one."""
         url = parse_store_url(self.store_location())
         if url.password is None:
-            if self.store_password is not None:
-                url.password = self.store_password
-            elif os.environ.get("GEARTRAIN_STORE_PASSWORD"):
+            if os.environ.get("GEARTRAIN_STORE_PASSWORD"):
                 url.password = os.environ["GEARTRAIN_STORE_PASSWORD"]
+            elif self.store_password is not None:
+                url.password = self.store_password
             elif self.store_password_file:
                 try:
                     url.password = read_password_file(self.store_password_file)
