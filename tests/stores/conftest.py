@@ -32,7 +32,8 @@ def require_service(kind: str) -> None:
     try:
         socket.create_connection(address, timeout=2).close()
     except OSError as exc:
-        message = f"{kind} server at {address[0]}:{address[1]} is not reachable ({exc}); `make test` starts it"
+        message = (f"{kind} server at {address[0]}:{address[1]} is not reachable ({exc}); "
+                   "`make test` starts it")
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

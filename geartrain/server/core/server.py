@@ -501,10 +501,18 @@ class JobServer:
                 peer.listening.discard(job)
             job.listeners = None
 
+    def _forget_stored(self, job: Job) -> None:
+        """The job must not come back after a crash: delete its row now, not
+        when a worker happens to reach it."""
+        if job.stored:
+            job.stored = False
+            self.store_dones.append(job)
+
     def _abandon(self, job: Job) -> None:
         """The last client of a foreground job left: it will not run (if queued)
         or its result goes nowhere (if running)."""
         job.ignored = True
+        self._forget_stored(job)
         if job.unique:
             job.function.unindex(job)
         if job.state == QUEUED:
@@ -564,6 +572,7 @@ class JobServer:
             self._finish(job)
             return True
         job.ignored = True
+        self._forget_stored(job)
         if job.unique:
             f.unindex(job)
         if job.state == QUEUED:

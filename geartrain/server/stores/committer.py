@@ -108,6 +108,11 @@ class Committer:
             # keep what must still reach the store; try again after a pause
             self._updates[:0] = updates
             self._dones[:0] = dones
+            if adds and isinstance(exc, TimeoutError):
+                # the transaction may still land after we gave up on it (a thread
+                # that goes on, a query the server already ran): the clients were
+                # told no, so those rows must go -- deleting a missing row is harmless
+                self._dones.extend(adds)
             self.on_change()
             self._backoff = min(1.0, self._backoff * 2 or 0.05)
             await asyncio.sleep(self._backoff)
