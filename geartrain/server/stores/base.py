@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from geartrain.server.stores.url import StoreURL
@@ -42,6 +42,15 @@ class StoredJob:
 
 class StoreError(Exception):
     """The store could not do what was asked; the message says why (no secrets)."""
+
+
+class RejectedJobs(StoreError):
+    """Some jobs of an apply() can never be stored (too big for the database):
+    nothing was applied; the server refuses those and applies the rest again."""
+
+    def __init__(self, message: str, handles: Iterable[bytes]) -> None:
+        super().__init__(message)
+        self.handles = frozenset(handles)
 
 
 class Store(abc.ABC):

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from geartrain.server.core.job import Job
 from geartrain.server.core.server import JobServer
-from geartrain.server.stores.base import Store, StoredJob
+from geartrain.server.stores.base import RejectedJobs, Store, StoredJob
 
 log = logging.getLogger("geartrain.server")
 
@@ -95,6 +95,17 @@ class Committer:
             await asyncio.wait_for(
                 self.store.apply(rows, [(j.handle, j.retries) for j in updates], [j.handle for j in dones]),
                 self.timeout)
+        except RejectedJobs as exc:
+            # a few jobs can never be stored (too big for the database): refuse
+            # just those, and apply everything else again at once
+            bad = [j for j in adds if j.handle in exc.handles]
+            log.warning("store %s refused %d job(s): %s", self.store.describe(), len(bad), exc)
+            self.core.stored(bad, f"{self.store.scheme} store refused the job: {_reason(exc, self.timeout)}")
+            self._adds[:0] = [j for j in adds if j.handle not in exc.handles]
+            self._updates[:0] = updates
+            self._dones[:0] = dones
+            self.on_change()
+            return
         except Exception as exc:  # StoreError, a timeout, or a driver's own error
             reason = _reason(exc, self.timeout)
             self.failures += 1

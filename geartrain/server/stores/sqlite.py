@@ -89,6 +89,8 @@ class SQLiteStore(Store):
 
     def _open(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise StoreError(f"sqlite {self.path}: {directory} is not a directory")
         os.makedirs(directory, mode=0o700, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
