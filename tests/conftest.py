@@ -10,6 +10,11 @@ import pytest
 from tests.support import process
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test that failed before stopping its servers must not leave them running."""
+    process.kill_leftovers()
+
+
 def _serve(kind: str, tmp_path: Path) -> Iterator[process.ServerProcess]:
     """Start a fresh *kind* server in its own work directory; stop it after the test.
 

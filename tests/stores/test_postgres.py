@@ -651,6 +651,14 @@ def test_the_server_survives_terminated_backends(prefix: str, tmp_path: Path) ->
     ERROR QUEUE_ERROR (its job is not created), but every JOB_CREATED job is stored."""
     name = f"gt-{prefix}"
     srv = start_server(prefix, tmp_path / "run1", name=name)
+    try:
+        _terminated_backends(srv, name, prefix, tmp_path)
+    finally:
+        if srv.alive():  # a failed assertion must not leave the server running
+            kill(srv)
+
+
+def _terminated_backends(srv: process.ServerProcess, name: str, prefix: str, tmp_path: Path) -> None:
     acknowledged: list[bytes] = []
     with Wire(srv.address) as w:
         acknowledged.append(created(w, "SUBMIT_JOB_BG", "pg.t", b"", b"before"))

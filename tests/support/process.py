@@ -45,6 +45,22 @@ def wait_listening(host: str, port: int, proc: subprocess.Popen[bytes] | None, t
     raise RuntimeError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+#: every server process started by the tests, so none outlives the session
+STARTED: list[ServerProcess] = []
+
+
+def kill_leftovers() -> int:
+    """Kill (SIGKILL) every server a test started and did not stop; how many."""
+    killed = 0
+    for srv in STARTED:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait(10)
+            killed += 1
+    STARTED.clear()
+    return killed
+
+
 class ServerProcess:
     """A job server subprocess. ``log`` holds its stderr/stdout after ``stop``."""
 
@@ -71,6 +87,7 @@ class ServerProcess:
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.workdir, start_new_session=True,
             )
+        STARTED.append(self)
         if wait:
             try:
                 wait_listening(self.host, self.port, self.proc)
