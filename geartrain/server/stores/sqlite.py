@@ -160,9 +160,11 @@ def _write_frame(stream: BinaryIO, value: Any) -> None:
 
 def helper_main() -> int:
     """The helper process: answer requests until stdin ends."""
-    # Ctrl-C in the server's terminal reaches the whole process group; the
-    # server stops first and closes our stdin, which is when we stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C in a terminal, or systemd stopping the service, signals every
+    # process of the group; the server then drains and writes its last
+    # changes through us, so we only stop when it closes our stdin (or dies)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     rin, wout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write on the answer channel
     file: SQLiteFile | None = None
