@@ -24,6 +24,13 @@ class JobState(enum.IntEnum):
     STORING = 4  #: waiting for the durable store before anyone may see it
 
 
+def handle_number(handle: bytes) -> int:
+    """N of a ``PREFIX:N`` handle (0 if it does not end in a number): new
+    handles continue after the highest N of the jobs a store gives back."""
+    number = handle.rpartition(b":")[2]
+    return int(number) if number.isdigit() else 0
+
+
 class Job:
     """Everything the server knows about one job.
 

@@ -28,7 +28,7 @@ from geartrain.protocol.codec import Frame
 from geartrain.server.core import timers as _timers
 from geartrain.server.core.admin import AdminCommands
 from geartrain.server.core.function import Function
-from geartrain.server.core.job import Job, JobState, Priority
+from geartrain.server.core.job import Job, JobState, Priority, handle_number
 from geartrain.server.core.peer import Peer
 from geartrain.server.core.settings import (
     MAX_ABILITIES,
@@ -810,28 +810,15 @@ class JobServer:
                         job.state = QUEUED
                         self._enqueue(job.function, job)
                 elif job.state == FINISHED:  # it ended while its row was being written
-                    job.stored = False
-                    self.store_dones.append(job)
+                    self._forget_stored(job)
             else:
                 reply = error_packet(b"QUEUE_ERROR", error.encode("utf-8", "replace"))
-                if job.state == STORING:
-                    self._drop_unstored(job)
+                if job.state == STORING:  # the store refused a new job: it never existed
+                    self._finish(job)
             for peer, placeholder in waiters:
                 placeholder.data = reply
                 if not peer.closed:
                     self._release(peer)
-
-    def _drop_unstored(self, job: Job) -> None:
-        """The store refused a new job: it never existed."""
-        job.state = FINISHED
-        self.jobs.pop(job.handle, None)
-        f = job.function
-        if job.unique:
-            f.unindex(job)
-        f.total -= 1
-        for peer in job.listeners or ():
-            peer.listening.discard(job)
-        job.listeners = None
 
     def restore(self, records: Iterable[JobRecord]) -> int:
         """Jobs replayed from the durable store at start-up (before any
@@ -854,9 +841,7 @@ class JobServer:
             f.total += 1
             if not (r.when > 0 and self._schedule(job)):
                 f.push(job)
-            number = r.handle.rpartition(b":")[2]
-            if number.isdigit():
-                self.next_handle = max(self.next_handle, int(number) + 1)
+            self.next_handle = max(self.next_handle, handle_number(r.handle) + 1)
             count += 1
         return count
 

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from geartrain.server.core.job import handle_number
 from geartrain.server.core.settings import MAX_UNIQUE_SIZE
 from geartrain.server.stores import create_store
 from geartrain.server.stores.base import Store, StoredJob, StoreError
@@ -118,12 +119,6 @@ class ImportPlan:
     def deletable(self) -> list[QueueRow]:
         """Source rows whose jobs are in the target store once the adds are committed."""
         return self.rows + [s.row for s in self.skipped if s.covered]
-
-
-def handle_number(handle: bytes) -> int:
-    """N of ``PREFIX:N`` (0 if the handle does not end in a number), as the server reads it."""
-    number = handle.rpartition(b":")[2]
-    return int(number) if number.isdigit() else 0
 
 
 def _coalesce_key(function: bytes, unique: bytes, data: bytes, priority: int, when: int) -> tuple[Any, ...]:
