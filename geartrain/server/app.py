@@ -214,10 +214,10 @@ def _redact_arg(arg: str) -> str:
     if "://" not in value or "@" not in value:
         return arg
     try:
-        redacted = parse_store_url(value).redacted()
+        url = parse_store_url(value)
     except Exception:
         return arg
-    return prefix + sep + redacted if parse_store_url(value).password_in_url else arg
+    return prefix + sep + url.redacted() if url.password_in_url else arg
 
 
 def run(config: ServerConfig) -> int:

@@ -86,10 +86,8 @@ class GearConnection(asyncio.Protocol):
         frames = self.decoder.feed(data)
         if frames:
             self.core.receive(self.peer, frames)  # type: ignore[arg-type]
-            network = self.network
-            if not network.flush_pending:
-                network.flush_pending = True
-                network.loop.call_soon(network.flush)
+            if not self.network.flush_pending:  # checked here: the call is the rare case
+                self.network.request_flush()
 
     def eof_received(self) -> bool:
         return False
@@ -100,9 +98,7 @@ class GearConnection(asyncio.Protocol):
         if self.peer is not None:
             log.debug("connection %d from %s closed", self.peer.fd, self.peer.host)
             self.core.disconnect(self.peer)
-            if not network.flush_pending:
-                network.flush_pending = True
-                network.loop.call_soon(network.flush)
+            network.request_flush()
 
     def pause_writing(self) -> None:
         # the peer is not reading what we send: stop reading its requests
