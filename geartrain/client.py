@@ -783,8 +783,6 @@ class AsyncClient:
         """Submit many foreground jobs at once, pipelined (PHP's addTask);
         returns when all are created. Await each :class:`Job` for its result."""
         jobs = await self._submit_jobs(list(requests))
-        for job in jobs:
-            assert job._created is not None
         await asyncio.gather(*(j._created for j in jobs if j._created is not None))
         return jobs
 
@@ -805,6 +803,34 @@ class AsyncClient:
                     job._abandon(job._timeout(timeout))
             raise exc from None
 
+    def _encode(self, requests: Sequence[Request], background: bool) -> tuple[list[bytes], list[bytes]]:
+        """The unique key and packet of every request; all are checked before
+        anything is sent or connected."""
+        make = self._packet
+        uniques: list[bytes] = []
+        packets: list[bytes] = []
+        for req in requests:
+            unique = _bytes(req.unique, "unique") if req.unique is not None else b""
+            uniques.append(unique)
+            packets.append(make(req.function, req.payload, unique, _priority(req.priority), background,
+                                req.run_at))
+        return uniques, packets
+
+    async def _route(self, uniques: Sequence[bytes]) -> dict[_Server, list[int]]:
+        """The server of each request (by its unique key), as positions per server."""
+        if len(self._servers) == 1:
+            return {await self._server_for(b""): list(range(len(uniques)))} if uniques else {}
+        routes: dict[_Server, list[int]] = {}
+        for i, unique in enumerate(uniques):
+            routes.setdefault(await self._server_for(unique), []).append(i)
+        return routes
+
+    @staticmethod
+    def _packets_of(packets: list[bytes], positions: list[int]) -> bytes:
+        if len(positions) == len(packets):  # one server gets them all, in order
+            return b"".join(packets)
+        return b"".join([packets[i] for i in positions])
+
     async def _submit_jobs(
         self,
         requests: Sequence[Request],
@@ -813,30 +839,24 @@ class AsyncClient:
         on_warning: Callable[[Job, bytes], Any] | None = None,
     ) -> list[Job]:
         loop = asyncio.get_running_loop()
-        encoded = []  # every request is checked before anything is sent
-        for req in requests:
-            unique = _bytes(req.unique, "unique") if req.unique is not None else b""
-            priority = _priority(req.priority)
-            packet = self._packet(req.function, req.payload, unique, priority, False, req.run_at)
-            encoded.append((req, unique, priority, packet))
-        jobs: list[Job] = []
-        by_server: dict[_Server, list[tuple[bytes, Job]]] = {}
-        for req, unique, priority, packet in encoded:
-            srv = await self._server_for(unique)
-            job = Job(req.function, unique.decode("utf-8", "surrogateescape"), priority,
-                      server=srv.address, on_status=on_status, on_data=on_data, on_warning=on_warning)
-            job._init(loop, self.codec, srv)
-            jobs.append(job)
-            by_server.setdefault(srv, []).append((packet, job))
-        for srv, items in by_server.items():
+        uniques, packets = self._encode(requests, background=False)
+        jobs: list[Job] = [None] * len(packets)  # type: ignore[list-item]  # all set below
+        for srv, positions in (await self._route(uniques)).items():
+            for i in positions:
+                req = requests[i]
+                job = Job(req.function, uniques[i].decode("utf-8", "surrogateescape"),
+                          _priority(req.priority), server=srv.address, on_status=on_status,
+                          on_data=on_data, on_warning=on_warning)
+                job._init(loop, self.codec, srv)
+                jobs[i] = job
             if not srv.connected:
                 lost = ConnectionLost(f"connection to {srv.address} lost")
-                for _, job in items:
-                    job._fail(lost)
+                for i in positions:
+                    jobs[i]._fail(lost)
                 continue
             assert srv.link is not None
-            srv.pending.extend(job for _, job in items)
-            srv.link.send(b"".join(p for p, _ in items))
+            srv.pending.extend(jobs[i] for i in positions)
+            srv.link.send(self._packets_of(packets, positions))
             await srv.link.drain()
         return jobs
 
@@ -862,36 +882,17 @@ class AsyncClient:
         their handles in order. A refused job raises (or, with
         *return_exceptions*, leaves its exception in the list)."""
         loop = asyncio.get_running_loop()
-        make = self._packet
-        uniques: list[bytes] = []
-        packets: list[bytes] = []  # every request is checked before anything is sent
-        for req in requests:
-            unique = _bytes(req.unique, "unique") if req.unique is not None else b""
-            uniques.append(unique)
-            packets.append(make(req.function, req.payload, unique, _priority(req.priority), True,
-                                req.run_at))
+        uniques, packets = self._encode(list(requests), background=True)
         results: list[Any] = [None] * len(packets)
-        groups: dict[_Server, tuple[list[bytes], list[int]]] = {}
-        if len(self._servers) == 1:
-            if packets:
-                groups[await self._server_for(b"")] = (packets, list(range(len(packets))))
-        else:
-            for i, unique in enumerate(uniques):
-                srv = await self._server_for(unique)
-                group = groups.get(srv)
-                if group is None:
-                    group = groups[srv] = ([], [])
-                group[0].append(packets[i])
-                group[1].append(i)
         batches = []
-        for srv, (chunk, positions) in groups.items():
+        for srv, positions in (await self._route(uniques)).items():
             batch = _Batch(loop, results, positions, srv.address)
             if not srv.connected:
                 batch._fail(ConnectionLost(f"connection to {srv.address} lost"))
                 continue
             assert srv.link is not None
             srv.pending.extend(itertools.repeat(batch, len(positions)))
-            srv.link.send(b"".join(chunk))
+            srv.link.send(self._packets_of(packets, positions))
             batches.append(batch)
             await srv.link.drain()
         for batch in batches:
