@@ -40,7 +40,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -708,16 +708,37 @@ class Worker:
         self._async.stop()
 
 
-def run_until_signalled(worker: AsyncWorker, *, max_jobs: int | None = None,
-                        signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> Awaitable[None]:
-    """``worker.run()`` that stops gracefully on SIGINT/SIGTERM (for command-line tools)."""
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in signals:
-            loop.add_signal_handler(sig, worker.stop)
-        try:
-            await worker.run(max_jobs=max_jobs)
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-    return main()
+async def run_until_signalled(worker: AsyncWorker, *, max_jobs: int | None = None,
+                              signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> int:
+    """``worker.run()`` wired to signals, for command-line programs: the first
+    SIGINT/SIGTERM stops gracefully (running jobs finish and report); a second
+    one is the hard stop (running jobs are abandoned, the servers requeue
+    them). Returns 0, or the number of the signal that forced the stop."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    forced = 0
+    received = 0
+    wanted = tuple(signals)
+
+    def on_signal(sig: int) -> None:
+        nonlocal forced, received
+        received += 1
+        if received == 1:
+            log.info("signal %d: stopping after the running jobs", sig)
+            worker.stop()
+            return
+        forced = sig
+        if main is not None:
+            main.cancel()
+
+    for sig in wanted:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await worker.run(max_jobs=max_jobs)
+    except asyncio.CancelledError:
+        if not forced:
+            raise
+    finally:
+        for sig in wanted:
+            loop.remove_signal_handler(sig)
+    return forced

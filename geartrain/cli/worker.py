@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 from geartrain.cli.call import add_server_options, pid_file, servers_from
 from geartrain.errors import JobFailed
 from geartrain.servers import ServerAddress
-from geartrain.worker import AsyncWorker, Worker, WorkerJob
+from geartrain.worker import AsyncWorker, Worker, WorkerJob, run_until_signalled
 
 PROG = "geartrain worker"
 EXIT_USAGE = 2
@@ -258,33 +258,10 @@ async def _warn_unreachable(servers: Sequence[ServerAddress]) -> None:
 
 async def serve(worker: AsyncWorker, *, max_jobs: int | None) -> int:
     """Run *worker* until -c jobs, or a signal; the exit status."""
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    forced = 0
-    signals = 0
-
-    def on_signal(sig: int) -> None:
-        nonlocal forced, signals
-        signals += 1
-        if signals == 1:
-            log.info("signal %d: stopping after the running jobs", sig)
-            worker.stop()
-            return
-        forced = sig
-        if main is not None:
-            main.cancel()  # the hard stop: running jobs are abandoned, the servers requeue them
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    probe = loop.create_task(_warn_unreachable(worker.addresses))
+    probe = asyncio.get_running_loop().create_task(_warn_unreachable(worker.addresses))
     try:
-        await worker.run(max_jobs=max_jobs)
-    except asyncio.CancelledError:
-        if not forced:
-            raise
+        forced = await run_until_signalled(worker, max_jobs=max_jobs)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         probe.cancel()
     return 128 + forced if forced else 0
 
