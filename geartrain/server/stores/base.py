@@ -59,6 +59,9 @@ class Store(abc.ABC):
     scheme: ClassVar[str]
     #: False only for the memory store: nothing survives the process
     durable: ClassVar[bool] = True
+    #: how many apply() calls may be in flight at once; they must take effect
+    #: in the order they were called
+    overlap: ClassVar[int] = 1
 
     def __init__(self, url: StoreURL) -> None:
         self.url = url

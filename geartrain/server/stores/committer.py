@@ -2,9 +2,12 @@
 
 After each batch of packets the network layer hands the core's
 ``store_adds`` / ``store_updates`` / ``store_dones`` to :meth:`Committer.take`.
-One transaction runs at a time; everything that arrives meanwhile waits and
-goes into the next one, so a burst of submits (or completions) shares one
-commit, and durability costs a transaction per batch, not per job.
+A transaction takes everything collected so far; what arrives meanwhile
+waits for the next one, so a burst of submits (or completions) shares one
+commit, and durability costs a transaction per batch, not per job. A store
+that can queue transactions (``Store.overlap``: the SQLite helper) gets the
+next one sent while it works on the previous one, so it never waits for the
+server between the two; the others get one at a time.
 
 When the store fails, the jobs of that transaction that were being added are
 refused at once (their clients get ``ERROR QUEUE_ERROR``, never a handle);
@@ -33,10 +36,10 @@ def stored_job(job: Job) -> StoredJob:
 
 
 class Committer:
-    """Runs the store's transactions for one core, one at a time."""
+    """Runs the store's transactions for one core (``depth`` at a time)."""
 
     def __init__(self, store: Store, core: JobServer, on_change: Callable[[], None],
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, depth: int | None = None) -> None:
         self.store = store
         self.core = core
         self.on_change = on_change
@@ -47,15 +50,21 @@ class Committer:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        #: transactions that may run at once (the store says how many it overlaps)
+        self.depth = max(1, depth if depth is not None else store.overlap)
+        self._busy = 0
         self._failing_since: float | None = None
         self._backoff = 0.0
+        self._retry_at = 0.0
         #: transactions committed, and jobs they carried (for logs and tests)
         self.commits = 0
         self.failures = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="geartrain-committer")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._lane(), name=f"geartrain-committer-{i}")
+                       for i in range(self.depth)]
 
     def take(self) -> None:
         """Collect the core's pending store effects (called after each batch)."""
@@ -77,18 +86,29 @@ class Committer:
     def pending(self) -> int:
         return len(self._adds) + len(self._updates) + len(self._dones)
 
-    async def _run(self) -> None:
+    async def _lane(self) -> None:
+        """One transaction at a time; ``depth`` lanes overlap theirs."""
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._adds or self._updates or self._dones:
-                await self._commit_once()
-            self._idle.set()
+            if not (self._adds or self._updates or self._dones):
+                if self._busy == 0:
+                    self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            pause = self._retry_at - time.monotonic()
+            if pause > 0:  # the store failed: everyone waits out the back-off
+                await asyncio.sleep(pause)
+                continue
+            adds, self._adds = self._adds, []
+            updates, self._updates = self._updates, []
+            dones, self._dones = self._dones, []
+            self._busy += 1
+            try:
+                await self._commit_once(adds, updates, dones)
+            finally:
+                self._busy -= 1
 
-    async def _commit_once(self) -> None:
-        adds, self._adds = self._adds, []
-        updates, self._updates = self._updates, []
-        dones, self._dones = self._dones, []
+    async def _commit_once(self, adds: list[Job], updates: list[Job], dones: list[Job]) -> None:
         rows = [stored_job(j) for j in adds]
         started = time.monotonic()
         try:
@@ -104,6 +124,7 @@ class Committer:
             self._adds[:0] = [j for j in adds if j.handle not in exc.handles]
             self._updates[:0] = updates
             self._dones[:0] = dones
+            self._wake.set()
             self.on_change()
             return
         except Exception as exc:  # StoreError, a timeout, or a driver's own error
@@ -126,7 +147,8 @@ class Committer:
                 self._dones.extend(adds)
             self.on_change()
             self._backoff = min(1.0, self._backoff * 2 or 0.05)
-            await asyncio.sleep(self._backoff)
+            self._retry_at = time.monotonic() + self._backoff
+            self._wake.set()
             return
         if self._failing_since is not None:
             log.warning("store %s is back after %.1fs", self.store.describe(),
@@ -151,13 +173,14 @@ class Committer:
             return False
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
 
 
 def _reason(exc: BaseException, timeout: float) -> str:

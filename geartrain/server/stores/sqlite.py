@@ -1,7 +1,7 @@
 """SQLite store (the default): one file, WAL journal, written by a helper process.
 
-``sqlite:///var/lib/geartrain/queue.db``. Every ``apply()`` is one
-transaction; with ``synchronous=FULL`` (the default) the commit reaches the
+``sqlite:///var/lib/geartrain/queue.db``. Every ``apply()`` is all or
+nothing (queued ones may share a transaction); with ``synchronous=FULL`` (the default) the commit reaches the
 disk before the server answers JOB_CREATED, so an acknowledged job survives a
 crash of the process and of the machine. ``?synchronous=normal`` trades the
 latter for fewer fsyncs (WAL mode still survives a process crash).
@@ -12,15 +12,18 @@ core; measured on 2 cores, a separate process let commits overlap the loop's
 work and about doubled durable submits. The helper is this very module run
 as ``python -m geartrain.server.stores.sqlite``: it owns the one sqlite3
 connection and answers length-prefixed ``marshal`` requests on its stdin and
-stdout, one at a time. It exits when the server does (end of its stdin); if
-it dies, the request fails (QUEUE_ERROR for the submits waiting on it) and
-the next one starts a new helper. Group commit comes from the caller:
-whatever arrived while the previous transaction ran is applied in the next.
+stdout, in order. The server sends the next transactions before the previous
+one is answered (``overlap``), so the helper never waits for the server
+between two commits, and the apply requests waiting when it turns around go
+into one transaction with one flush (see ``helper_main``). The helper exits
+when the server does (end of its stdin); if it dies, the requests waiting on
+it fail (QUEUE_ERROR for their submits) and the next one starts a new helper.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import marshal
 import os
@@ -29,7 +32,7 @@ import sqlite3
 import struct
 import sys
 from collections.abc import Sequence
-from typing import Any, BinaryIO
+from typing import Any
 
 from geartrain.server.stores.base import Store, StoredJob, StoreError
 from geartrain.server.stores.url import StoreURL
@@ -112,23 +115,26 @@ class SQLiteFile:
             "SELECT handle, function, unique_key, data, priority, when_to_run, reducer, retries "
             "FROM geartrain_jobs ORDER BY seq").fetchall()
 
-    def apply(self, flat_adds: list[Any], updates: list[tuple[bytes, int]], dones: list[bytes]) -> None:
-        """*flat_adds*: the 8 column values of each new job, one after the other."""
+    def apply(self, requests: Sequence[tuple[list[Any], list[tuple[bytes, int]], list[bytes]]]) -> None:
+        """Several apply requests, in order, in ONE transaction (one flush).
+        Each is ``(flat_adds, updates, dones)``; *flat_adds* holds the 8 column
+        values of each new job, one after the other."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            # multi-row statements: far fewer steps than one per row
-            step = _ROWS_PER_INSERT * _COLUMNS
-            for i in range(0, len(flat_adds), step):
-                chunk = flat_adds[i:i + step]
-                db.execute(_insert_statement(len(chunk) // _COLUMNS), chunk)
-            if updates:
-                db.executemany("UPDATE geartrain_jobs SET retries = ? WHERE handle = ?",
-                               [(n, h) for h, n in updates])
-            for i in range(0, len(dones), _ROWS_PER_DELETE):
-                handles = dones[i:i + _ROWS_PER_DELETE]
-                marks = ",".join("?" * len(handles))
-                db.execute(f"DELETE FROM geartrain_jobs WHERE handle IN ({marks})", handles)
+            for flat_adds, updates, dones in requests:
+                # multi-row statements: far fewer steps than one per row
+                step = _ROWS_PER_INSERT * _COLUMNS
+                for i in range(0, len(flat_adds), step):
+                    chunk = flat_adds[i:i + step]
+                    db.execute(_insert_statement(len(chunk) // _COLUMNS), chunk)
+                if updates:
+                    db.executemany("UPDATE geartrain_jobs SET retries = ? WHERE handle = ?",
+                                   [(n, h) for h, n in updates])
+                for i in range(0, len(dones), _ROWS_PER_DELETE):
+                    handles = dones[i:i + _ROWS_PER_DELETE]
+                    marks = ",".join("?" * len(handles))
+                    db.execute(f"DELETE FROM geartrain_jobs WHERE handle IN ({marks})", handles)
             db.execute("COMMIT")
         except BaseException:
             try:
@@ -144,55 +150,95 @@ class SQLiteFile:
         self.db.close()
 
 
-def _read_frame(stream: BinaryIO) -> Any:
-    head = stream.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        return None
-    (size,) = _FRAME.unpack(head)
-    return marshal.loads(stream.read(size))
+class _Requests:
+    """The requests waiting in the helper's stdin, as many as have arrived."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def take(self) -> list[Any] | None:
+        """Every complete request received so far (waiting for at least one);
+        None at the end of the input."""
+        while True:
+            requests = []
+            buffer, offset = self.buffer, 0
+            while len(buffer) - offset >= _FRAME.size:
+                (size,) = _FRAME.unpack_from(buffer, offset)
+                end = offset + _FRAME.size + size
+                if end > len(buffer):
+                    break
+                requests.append(marshal.loads(buffer[offset + _FRAME.size:end]))
+                offset = end
+            del buffer[:offset]
+            if requests:
+                return requests
+            data = os.read(self.fd, 1 << 20)
+            if not data:
+                return None
+            buffer += data
 
 
-def _write_frame(stream: BinaryIO, value: Any) -> None:
+def _frame(value: Any) -> bytes:
     body = marshal.dumps(value)
-    stream.write(_FRAME.pack(len(body)) + body)
-    stream.flush()
+    return _FRAME.pack(len(body)) + body
+
+
+def _error_text(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def helper_main() -> int:
-    """The helper process: answer requests until stdin ends."""
+    """The helper process: answer requests until stdin ends.
+
+    The server sends the next transaction before the previous one is
+    answered; all the apply requests that are waiting when the helper turns
+    to its input are written in one transaction, with one flush to disk,
+    then each gets its answer (group commit across requests).
+    """
     # Ctrl-C in a terminal, or systemd stopping the service, signals every
     # process of the group; the server then drains and writes its last
     # changes through us, so we only stop when it closes our stdin (or dies)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    rin, wout = sys.stdin.buffer, sys.stdout.buffer
+    incoming, wout = _Requests(sys.stdin.fileno()), sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write on the answer channel
     file: SQLiteFile | None = None
-    while True:
-        request = _read_frame(rin)
-        if request is None:
-            break
-        op, args = request
-        try:
-            if op == "apply":
-                assert file is not None
-                file.apply(*args)
-                result: Any = None
-            elif op == "open":
-                file = SQLiteFile(*args)
-                result = None
-            elif op == "replay":
-                assert file is not None
-                result = file.replay()
-            elif op == "count":
-                assert file is not None
-                result = file.count()
-            else:
-                raise StoreError(f"unknown request {op!r}")
-            _write_frame(wout, (True, result))
-        except (sqlite3.Error, StoreError, OSError) as exc:
-            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            _write_frame(wout, (False, text))
+    while (requests := incoming.take()) is not None:
+        answers: list[bytes] = []
+        i = 0
+        while i < len(requests):
+            op, args = requests[i]
+            if op == "apply" and file is not None:
+                j = i + 1
+                while j < len(requests) and requests[j][0] == "apply":
+                    j += 1
+                try:
+                    file.apply([r[1] for r in requests[i:j]])
+                    answer = _frame((True, None))
+                except (sqlite3.Error, StoreError, OSError) as exc:
+                    answer = _frame((False, _error_text(exc)))
+                answers.extend([answer] * (j - i))
+                i = j
+                continue
+            try:
+                if op == "open":
+                    file = SQLiteFile(*args)
+                    result: Any = None
+                elif file is None:
+                    raise StoreError("the file is not open")
+                elif op == "replay":
+                    result = file.replay()
+                elif op == "count":
+                    result = file.count()
+                else:
+                    raise StoreError(f"unknown request {op!r}")
+                answers.append(_frame((True, result)))
+            except (sqlite3.Error, StoreError, OSError) as exc:
+                answers.append(_frame((False, _error_text(exc))))
+            i += 1
+        wout.write(b"".join(answers))
+        wout.flush()
     if file is not None:
         file.close()
     return 0
@@ -203,6 +249,9 @@ def helper_main() -> int:
 
 class SQLiteStore(Store):
     scheme = "sqlite"
+    #: requests queue in the helper's pipe while it writes; it takes them all
+    #: into its next transaction
+    overlap = 4
 
     def __init__(self, url: StoreURL) -> None:
         super().__init__(url)
@@ -220,18 +269,24 @@ class SQLiteStore(Store):
         except ValueError:
             raise StoreError("sqlite store: busy_timeout must be milliseconds") from None
         self._proc: asyncio.subprocess.Process | None = None
-        self._lock = asyncio.Lock()
+        #: the answers the helper owes, in the order of the requests
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._reader: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
         self._closed = True
 
     def _fail(self, text: str) -> StoreError:
         return StoreError(f"sqlite {self.path}: {text}")
 
     async def _start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "geartrain.server.stores.sqlite",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             limit=1 << 30)
-        await self._exchange("open", (self.path, self.synchronous, self.busy_timeout_ms))
+        self._proc, self._waiting = proc, collections.deque()
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read_answers(proc, self._waiting), name="geartrain-sqlite-answers")
+        await self._exchange(proc, "open", (self.path, self.synchronous, self.busy_timeout_ms))
 
     def _stop_helper(self) -> None:
         proc, self._proc = self._proc, None
@@ -241,23 +296,48 @@ class SQLiteStore(Store):
             except ProcessLookupError:
                 pass
 
-    async def _exchange(self, op: str, args: tuple[Any, ...]) -> Any:
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+    async def _read_answers(self, proc: asyncio.subprocess.Process,
+                            waiting: collections.deque[asyncio.Future[Any]]) -> None:
+        """Hand each answer to its request (they come in the order of the requests)."""
+        assert proc.stdout is not None
+        why = "EOF"
+        try:
+            while True:
+                head = await proc.stdout.readexactly(_FRAME.size)
+                (size,) = _FRAME.unpack(head)
+                answer = marshal.loads(await proc.stdout.readexactly(size))
+                future = waiting.popleft()
+                if not future.done():
+                    future.set_result(answer)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            why = type(exc).__name__
+        finally:
+            if self._proc is proc:
+                self._stop_helper()
+            while waiting:
+                future = waiting.popleft()
+                if not future.done():
+                    future.set_exception(self._fail(f"the sqlite helper process ended ({why})"))
+
+    async def _exchange(self, proc: asyncio.subprocess.Process, op: str,
+                        args: tuple[Any, ...]) -> Any:
+        assert proc.stdin is not None
         body = marshal.dumps((op, args))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
         try:
             proc.stdin.write(_FRAME.pack(len(body)) + body)
             await proc.stdin.drain()
-            head = await proc.stdout.readexactly(_FRAME.size)
-            (size,) = _FRAME.unpack(head)
-            ok, result = marshal.loads(await proc.stdout.readexactly(size))
-        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
+            ok, result = await future
+        except (ConnectionError, BrokenPipeError):
             self._stop_helper()
-            raise self._fail(f"the sqlite helper process ended ({type(exc).__name__})") from None
-        except BaseException:
-            # cancelled (the committer's timeout) mid-request: its answer would
-            # come as the answer to the next one; start afresh instead
-            self._stop_helper()
+            raise self._fail("the sqlite helper process ended (BrokenPipeError)") from None
+        except asyncio.CancelledError:
+            # given up on (the committer's timeout): a helper that does not
+            # answer is replaced; the requests queued behind this one fail with it
+            future.cancel()
+            if self._proc is proc:
+                self._stop_helper()
             raise
         if not ok:
             raise self._fail(result)
@@ -266,11 +346,13 @@ class SQLiteStore(Store):
     async def _call(self, op: str, *args: Any) -> Any:
         if self._closed:
             raise self._fail("the store is closed")
-        async with self._lock:
+        async with self._starting:  # only ever waits while a helper is started
             if self._proc is None or self._proc.returncode is not None:
                 self._proc = None
                 await self._start()
-            return await self._exchange(op, args)
+            proc = self._proc
+        assert proc is not None
+        return await self._exchange(proc, op, args)
 
     async def open(self) -> None:
         self._closed = False
@@ -308,6 +390,9 @@ class SQLiteStore(Store):
         except TimeoutError:
             proc.kill()
             await proc.wait()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader  # ends at the end of the helper's stdout
 
 
 if __name__ == "__main__":
