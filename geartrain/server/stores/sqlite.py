@@ -237,8 +237,14 @@ def helper_main() -> int:
             except (sqlite3.Error, StoreError, OSError) as exc:
                 answers.append(_frame((False, _error_text(exc))))
             i += 1
-        wout.write(b"".join(answers))
-        wout.flush()
+        try:
+            wout.write(b"".join(answers))
+            wout.flush()
+        except BrokenPipeError:
+            # the server is gone (killed): nobody to answer, nothing to report;
+            # what is left in the buffer goes nowhere at exit (Python's advice)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), wout.fileno())
+            break
     if file is not None:
         file.close()
     return 0
