@@ -29,14 +29,17 @@ from geartrain.errors import (  # noqa: E402
     JobTimeout,
     NoServerAvailable,
     QueueFull,
+    ResultsUnsupported,
     ServerError,
 )
+from geartrain.results import JobResult  # noqa: E402
 from geartrain.worker import AsyncWorker, Worker, WorkerJob  # noqa: E402
 
 __all__ = [
     "AdminClient", "AsyncAdminClient", "AsyncClient", "AsyncWorker", "Client", "Codec",
     "ConnectionLost", "DataEvent", "GearmanError",
-    "JSON", "Job", "JobError", "JobException", "JobFailed", "JobStatus", "JobTimeout",
-    "NoServerAvailable", "Priority", "QueueFull", "Request", "ServerError", "StatusEvent", "SyncJob",
+    "JSON", "Job", "JobError", "JobException", "JobFailed", "JobResult", "JobStatus", "JobTimeout",
+    "NoServerAvailable", "Priority", "QueueFull", "Request", "ResultsUnsupported", "ServerError",
+    "StatusEvent", "SyncJob",
     "TEXT", "UniqueStatus", "WarningEvent", "Worker", "WorkerJob", "__version__",
 ]

@@ -31,6 +31,7 @@ import asyncio
 import datetime
 import enum
 import itertools
+import json
 import logging
 import time
 from collections import deque
@@ -47,10 +48,12 @@ from geartrain.errors import (
     JobTimeout,
     NoServerAvailable,
     QueueFull,
+    ResultsUnsupported,
     ServerError,
 )
 from geartrain.link import Backoff, Link, request
-from geartrain.protocol import PacketType
+from geartrain.protocol import RESULTS_OPTION, PacketType
+from geartrain.results import JobResult, result_from_json
 from geartrain.servers import ServerAddress, Servers, parse_servers
 from geartrain.syncloop import LoopThread
 
@@ -65,8 +68,12 @@ _WORK_WARNING = int(_T.WORK_WARNING)
 _WORK_COMPLETE = int(_T.WORK_COMPLETE)
 _WORK_FAIL = int(_T.WORK_FAIL)
 _WORK_EXCEPTION = int(_T.WORK_EXCEPTION)
+_RESULT_RES = int(_T.RESULT_RES)
+_ATTACH_RES = int(_T.ATTACH_RES)
 _REPLIES = frozenset({_JOB_CREATED, _ERROR, int(_T.STATUS_RES), int(_T.STATUS_RES_UNIQUE),
-                      int(_T.OPTION_RES), int(_T.ECHO_RES)})
+                      int(_T.OPTION_RES), int(_T.ECHO_RES), _RESULT_RES, _ATTACH_RES})
+#: states of a job that has not ended (geartrain.results)
+_LIVE = frozenset({b"queued", b"scheduled", b"running"})
 _WORK = frozenset({_WORK_STATUS, _WORK_DATA, _WORK_WARNING, _WORK_COMPLETE, _WORK_FAIL, _WORK_EXCEPTION})
 
 
@@ -390,6 +397,28 @@ class _Reply:
             self.future.exception()
 
 
+class _Attach(_Reply):
+    """The reply to ATTACH_JOB: a live job starts routing its WORK_* packets
+    to *job* at once (they may follow the ATTACH_RES in the very same read)."""
+
+    __slots__ = ("job", "srv")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, srv: _Server, job: Job) -> None:
+        super().__init__(loop, srv.address)
+        self.srv = srv
+        self.job = job
+
+    def reply(self, ptype: int, body: bytes) -> None:
+        if ptype == _ATTACH_RES:
+            handle, _, state = body.partition(b"\0")
+            if state in _LIVE:
+                self.job.handle = handle.decode("utf-8", "surrogateescape")
+                self.srv.jobs.setdefault(handle, []).append(self.job)
+                assert self.job._created is not None
+                self.job._created.set_result(self.job.handle)
+        super().reply(ptype, body)
+
+
 class _Batch:
     """Collects the JOB_CREATED replies of many pipelined background submits."""
 
@@ -456,6 +485,8 @@ class _Server:
         self.connecting: asyncio.Future[None] | None = None
         self.retry: asyncio.Task[None] | None = None  #: a background reconnect, scheduled or running
         self.last_error: str = ""
+        #: the link on which the server accepted OPTION_REQ "results"
+        self.results_link: Link | None = None
 
     @property
     def connected(self) -> bool:
@@ -960,6 +991,95 @@ class AsyncClient:
         _, body = await waiter.future
         return body
 
+    # -- results (geartrain servers; docs/protocol-extensions.md)
+    async def result(self, handle: str, *, wait: bool = False,
+                     timeout: float | None = None) -> JobResult | None:
+        """What the server knows of *handle*: the kept result of an ended job
+        (completed, failed, exception, cancelled: its payload, data, warnings,
+        last status, times and attempts), or a job still queued or running;
+        None when no server knows it. With *wait*, a live job is waited for
+        (at most *timeout* seconds, then :class:`JobTimeout`) and its final
+        result returned. Needs a geartrain server (gearmand keeps no results)."""
+        key = _bytes(handle, "handle")
+        if wait:
+            job = await self.attach(handle)
+            if job is not None:
+                try:
+                    await job.wait(timeout)
+                except (JobFailed, JobException):
+                    pass  # ended all the same: the result says how
+        return await self._ask_all(request(_T.GET_RESULT, key))
+
+    async def result_unique(self, unique: str | bytes, function: str | None = None) -> JobResult | None:
+        """As :meth:`result`, by unique key (in *function*, or in any): the live
+        job with it, else the latest kept result; None when none is known."""
+        key = _bytes(unique, "unique")
+        name = _bytes(function, "function") if function is not None else b""
+        return await self._ask_all(request(_T.GET_RESULT_UNIQUE, name + b"\0" + key))
+
+    async def attach(self, handle: str) -> Job | None:
+        """Follow a live job (background ones too) as if this client had
+        submitted it: the returned :class:`Job` gets its status, data and
+        warnings from now on and ends with it. None when no server runs or
+        queues a job with that handle (see :meth:`result` for ended ones)."""
+        key = _bytes(handle, "handle")
+        loop = asyncio.get_running_loop()
+        servers = await self._connected_servers()
+        attached: list[tuple[_Server, Job, _Attach]] = []
+        for srv in servers:
+            await self._results_option(srv)
+            job = Job("", "", Priority.NORMAL, server=srv.address)
+            job._init(loop, self.codec, srv)
+            waiter = _Attach(loop, srv, job)
+            srv.send(request(_T.ATTACH_JOB, key), waiter)
+            attached.append((srv, job, waiter))
+        found: Job | None = None
+        for srv, job, waiter in attached:
+            try:
+                await waiter.future
+            except ConnectionLost:
+                continue
+            if job._created is not None and job._created.done() and found is None:
+                found = job
+            elif job._created is not None and job._created.done():
+                srv.forget(job)  # the same handle live on two servers: follow the first
+        return found
+
+    async def _results_option(self, srv: _Server) -> None:
+        """OPTION_REQ "results", once per connection, before any result packet."""
+        if srv.results_link is not None and srv.results_link is srv.link:
+            return
+        waiter = _Reply(asyncio.get_running_loop(), srv.address)
+        srv.send(request(_T.OPTION_REQ, RESULTS_OPTION), waiter)
+        try:
+            await waiter.future
+        except ServerError as exc:
+            raise ResultsUnsupported(
+                f"{srv.address} keeps no results (it refused OPTION_REQ results: {exc}); "
+                "results need a geartrain server") from None
+        srv.results_link = srv.link
+
+    async def _ask_all(self, packet: bytes) -> JobResult | None:
+        """Send a GET_RESULT* to every connected server; the first that knows wins."""
+        loop = asyncio.get_running_loop()
+        servers = await self._connected_servers()
+        waiters = []
+        for srv in servers:
+            await self._results_option(srv)
+            waiter = _Reply(loop, srv.address)
+            srv.send(packet, waiter)
+            waiters.append(waiter)
+        found: JobResult | None = None
+        for waiter in waiters:
+            try:
+                _, body = await waiter.future
+            except ConnectionLost:
+                continue
+            _, state, doc = body.split(b"\0", 2)
+            if state != b"unknown" and found is None:
+                found = result_from_json(json.loads(doc))
+        return found
+
     async def _connected_servers(self) -> list[_Server]:
         """Every server that is connected, after (re)trying those whose back-off allows."""
         if self._closed:
@@ -1077,6 +1197,14 @@ class Client:
 
     def echo(self, data: bytes = b"ping") -> bytes:
         return self._run(self._async.echo(data))
+
+    def result(self, handle: str, *, wait: bool = False, timeout: float | None = None) -> JobResult | None:
+        """See :meth:`AsyncClient.result`."""
+        return self._run(self._async.result(handle, wait=wait, timeout=timeout))
+
+    def result_unique(self, unique: str | bytes, function: str | None = None) -> JobResult | None:
+        """See :meth:`AsyncClient.result_unique`."""
+        return self._run(self._async.result_unique(unique, function))
 
 
 class SyncJob:

@@ -60,3 +60,7 @@ class ConnectionLost(GearmanError, ConnectionError):
 
 class NoServerAvailable(GearmanError, ConnectionError):
     """No configured job server accepts connections right now."""
+
+
+class ResultsUnsupported(GearmanError):
+    """The server does not implement geartrain's result packets (gearmand)."""

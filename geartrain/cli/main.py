@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from geartrain import __version__
-from geartrain.cli import admin, call, import_queue, server, worker
+from geartrain.cli import admin, call, import_queue, result, server, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.register(sub)
     worker.register(sub)
     admin.register(sub)
+    result.register(sub)
     import_queue.register(sub)
     return parser
 

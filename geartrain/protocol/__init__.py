@@ -24,13 +24,14 @@ from geartrain.protocol.packets import (
     REQUEST_TYPES,
     RES,
     RESPONSE_TYPES,
+    RESULTS_OPTION,
     PacketType,
     type_name,
 )
 
 __all__ = [
     "HEADER_SIZE", "LAYOUT", "MAX_STANDARD_TYPE", "REQ", "REQUEST_TYPES", "RES",
-    "RESPONSE_TYPES", "TEXT", "ArgumentError", "Decoder", "Frame", "FramingError",
+    "RESPONSE_TYPES", "RESULTS_OPTION", "TEXT", "ArgumentError", "Decoder", "Frame", "FramingError",
     "PacketType", "ProtocolError", "decode_all", "encode", "encode_body",
     "parse_args", "type_name",
 ]

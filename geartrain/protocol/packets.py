@@ -70,10 +70,20 @@ class PacketType(enum.IntEnum):
     JOB_ASSIGN_ALL = 40
     GET_STATUS_UNIQUE = 41
     STATUS_RES_UNIQUE = 42
+    # geartrain's extension (docs/protocol-extensions.md): only after the
+    # client sent OPTION_REQ "results"; to anyone else these are unknown types
+    GET_RESULT = 100
+    WAIT_RESULT = 101
+    GET_RESULT_UNIQUE = 102
+    RESULT_RES = 103
+    ATTACH_JOB = 104
+    ATTACH_RES = 105
 
 
 #: Highest packet type of the standard protocol.
 MAX_STANDARD_TYPE: Final = 42
+#: The option a client sends (OPTION_REQ) before it may use the extension types.
+RESULTS_OPTION: Final = b"results"
 
 _T = PacketType
 #: type -> (number of arguments, last argument is opaque data)
@@ -119,6 +129,12 @@ LAYOUT: Final[dict[int, tuple[int, bool]]] = {
     _T.JOB_ASSIGN_ALL: (4, True),
     _T.GET_STATUS_UNIQUE: (1, False),
     _T.STATUS_RES_UNIQUE: (6, False),
+    _T.GET_RESULT: (1, False),
+    _T.WAIT_RESULT: (1, False),
+    _T.GET_RESULT_UNIQUE: (2, False),
+    _T.RESULT_RES: (2, True),
+    _T.ATTACH_JOB: (1, False),
+    _T.ATTACH_RES: (2, False),
 }
 
 #: Types a client or worker may send to a server.
@@ -132,6 +148,7 @@ REQUEST_TYPES: Final = frozenset(
         _T.SUBMIT_JOB_LOW, _T.SUBMIT_JOB_LOW_BG, _T.SUBMIT_JOB_SCHED,
         _T.SUBMIT_JOB_EPOCH, _T.SUBMIT_REDUCE_JOB, _T.SUBMIT_REDUCE_JOB_BACKGROUND,
         _T.GRAB_JOB_ALL, _T.GET_STATUS_UNIQUE,
+        _T.GET_RESULT, _T.WAIT_RESULT, _T.GET_RESULT_UNIQUE, _T.ATTACH_JOB,
     }
 )
 
@@ -142,6 +159,7 @@ RESPONSE_TYPES: Final = frozenset(
         _T.WORK_COMPLETE, _T.WORK_FAIL, _T.ECHO_RES, _T.ERROR, _T.STATUS_RES,
         _T.WORK_EXCEPTION, _T.OPTION_RES, _T.WORK_DATA, _T.WORK_WARNING,
         _T.JOB_ASSIGN_UNIQ, _T.JOB_ASSIGN_ALL, _T.STATUS_RES_UNIQUE,
+        _T.RESULT_RES, _T.ATTACH_RES,
     }
 )
 

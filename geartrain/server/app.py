@@ -31,6 +31,11 @@ def core_settings(config: ServerConfig) -> CoreSettings:
         pid=os.getpid(),
         verbose=config.verbose,
         store_foreground=config.store_foreground,
+        keep_results=not config.no_results,
+        keep_foreground_results=config.keep_foreground_results,
+        result_ttl=config.result_ttl,
+        result_max_bytes=config.result_max_bytes,
+        result_max_count=config.result_max_count,
     )
 
 
@@ -87,6 +92,7 @@ class ServerProcess:
             store = create_store(url)
             await store.open()
             records = await store.replay()
+            results = await store.load_results() if self.core.settings.keep_results else []
         except StoreError as exc:
             log.critical("cannot use the store: %s", exc)
             return False
@@ -104,10 +110,14 @@ class ServerProcess:
         if store.durable:
             assert self.network is not None
             self.core.durable = True
+            kept = self.core.keep_results(results)
+            if kept:
+                log.log(logs.NOTICE, "kept %d result(s) from %s", kept, store.describe())
             self.committer = Committer(store, self.core, self.network.request_flush,
                                        timeout=self.config.store_timeout)
             self.committer.start()
             self.network.on_store_effects = self.committer.take
+            self.committer.take()  # expired results found at start-up
         return True
 
     async def _close_store(self) -> None:

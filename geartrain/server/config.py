@@ -76,6 +76,19 @@ def parse_bool(text: str | bool) -> bool:
     raise ConfigError(f"not a boolean: {text!r}")
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str | float) -> float:
+    """``86400``, ``90s``, ``30m``, ``24h``, ``7d`` -> seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ConfigError(f"not a duration: {text!r} (seconds, or a number with s, m, h or d)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2).lower()]
+
+
 def parse_store(text: str) -> str:
     try:
         parse_store_url(text)
@@ -155,6 +168,20 @@ OPTIONS: tuple[Option, ...] = (
            "read the store's password from this file (it must not be readable by other users); "
            "or set GEARTRAIN_STORE_PASSWORD, or store-password in the --config file",
            str, metavar="FILE"),
+    Option("no_results", ("--no-results",),
+           "do not keep what background jobs produce after they end (gearmand's behaviour)",
+           parse_bool, "flag"),
+    Option("result_ttl", ("--result-ttl",),
+           "how long a job's result, data and warnings are kept after it ended "
+           "(default 24h; seconds, or 90s, 30m, 24h, 7d)", parse_duration, metavar="DURATION"),
+    Option("result_max_bytes", ("--result-max-bytes",),
+           "per job, bytes of result payload kept, and of data plus warnings kept; the rest "
+           "is cut off and the result marked truncated (default 1M)", parse_size, metavar="SIZE"),
+    Option("result_max_count", ("--result-max-count",),
+           "results kept at most; beyond it the oldest are forgotten first (default 100000)",
+           int, metavar="N"),
+    Option("keep_foreground_results", ("--keep-foreground-results",),
+           "keep the results of foreground jobs too", parse_bool, "flag"),
     Option("shutdown_timeout", ("--shutdown-timeout",),
            "on SIGTERM, seconds to let running jobs finish before exiting (default 30)",
            float, metavar="SECONDS"),
@@ -188,6 +215,11 @@ class ServerConfig:
     #: from GEARTRAIN_STORE_PASSWORD or the config file only, never the command line
     store_password: str | None = dataclasses.field(default=None, repr=False)
     shutdown_timeout: float = 30.0
+    no_results: bool = False
+    result_ttl: float = 86_400.0
+    result_max_bytes: int = 1 << 20
+    result_max_count: int = 100_000
+    keep_foreground_results: bool = False
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port <= 65535:
@@ -204,6 +236,10 @@ class ServerConfig:
             raise ConfigError("--job-handle-prefix must be 1 to 48 characters")
         if self.store_timeout <= 0:
             raise ConfigError("--store-timeout must be > 0")
+        if self.result_ttl <= 0:
+            raise ConfigError("--result-ttl must be > 0")
+        if self.result_max_count < 1:
+            raise ConfigError("--result-max-count must be >= 1")
         return self
 
     def store_location(self) -> str:

@@ -188,7 +188,8 @@ class Network:
                         continue
                 if peer.closing:
                     transport.close()
-        if self.on_store_effects is not None and (core.store_adds or core.store_updates or core.store_dones):
+        if self.on_store_effects is not None and (core.store_adds or core.store_updates or core.store_dones
+                                                  or core.store_results or core.store_result_drops):
             self.on_store_effects()
         self._arm_timer()
 

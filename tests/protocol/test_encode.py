@@ -85,6 +85,13 @@ SAMPLES: dict[int, tuple[tuple[bytes, ...], bytes]] = {
         (b"uq", b"1", b"1", b"0", b"0", b"2"),
         b"uq\x001\x001\x000\x000\x002",
     ),
+    # geartrain's extension (docs/protocol-extensions.md)
+    T.GET_RESULT: ((b"H:h:1",), b"H:h:1"),
+    T.WAIT_RESULT: ((b"H:h:1",), b"H:h:1"),
+    T.GET_RESULT_UNIQUE: ((b"reverse", b"u1"), b"reverse\x00u1"),
+    T.RESULT_RES: ((b"H:h:1", b"completed", b'{"a":\x00}'), b'H:h:1\x00completed\x00{"a":\x00}'),
+    T.ATTACH_JOB: ((b"H:h:1",), b"H:h:1"),
+    T.ATTACH_RES: ((b"H:h:1", b"running"), b"H:h:1\x00running"),
 }
 
 ALL_TYPES = sorted(SAMPLES)
@@ -96,7 +103,7 @@ def name_of(t: int) -> str:
 
 def test_samples_cover_every_packet_type() -> None:
     assert set(SAMPLES) == {int(t) for t in PacketType}
-    assert len(SAMPLES) == 41
+    assert len(SAMPLES) == 41 + 6  # the standard types, then the extension's
 
 
 # -- exact wire bytes, header included -------------------------------------------------

@@ -90,9 +90,18 @@ def test_magic_and_header_constants() -> None:
     assert HEADER_SIZE == 12
 
 
+EXTENSION = {100: "GET_RESULT", 101: "WAIT_RESULT", 102: "GET_RESULT_UNIQUE", 103: "RESULT_RES",
+             104: "ATTACH_JOB", 105: "ATTACH_RES"}
+
+
 def test_packet_type_numbers_and_names_match_reference() -> None:
-    got = {int(t): t.name for t in PacketType}
+    got = {int(t): t.name for t in PacketType if t <= MAX_STANDARD_TYPE}
     assert got == {n: name for n, (name, _, _) in REFERENCE.items()}
+
+
+def test_extension_types_sit_apart_from_the_standard_ones() -> None:
+    # docs/protocol-extensions.md: geartrain's own types start at 100
+    assert {int(t): t.name for t in PacketType if t > MAX_STANDARD_TYPE} == EXTENSION
 
 
 def test_five_was_never_assigned_and_42_is_the_highest() -> None:
@@ -100,9 +109,9 @@ def test_five_was_never_assigned_and_42_is_the_highest() -> None:
     with pytest.raises(ValueError):
         PacketType(5)
     assert MAX_STANDARD_TYPE == 42
-    assert max(PacketType) == 42
+    assert max(t for t in PacketType if t < 100) == 42
     assert min(PacketType) == 1
-    assert len(PacketType) == 41
+    assert len(PacketType) == 41 + len(EXTENSION)
 
 
 def test_packet_type_is_an_int() -> None:
@@ -142,14 +151,14 @@ def test_layout_spot_checks() -> None:
 
 def test_request_types_match_reference_direction() -> None:
     expected = {n for n, (_, d, _) in REFERENCE.items() if d in "SB"}
-    assert set(REQUEST_TYPES) == expected
-    assert len(REQUEST_TYPES) == 30
+    assert set(REQUEST_TYPES) == expected | {100, 101, 102, 104}
+    assert len(REQUEST_TYPES) == 30 + 4
 
 
 def test_response_types_match_reference_direction() -> None:
     expected = {n for n, (_, d, _) in REFERENCE.items() if d in "CB"}
-    assert set(RESPONSE_TYPES) == expected
-    assert len(RESPONSE_TYPES) == 17
+    assert set(RESPONSE_TYPES) == expected | {103, 105}
+    assert len(RESPONSE_TYPES) == 17 + 2
 
 
 def test_request_and_response_types_overlap_only_in_work_packets() -> None:

@@ -120,7 +120,8 @@ def test_replay_gives_back_every_job_whole_in_order(url: str, prefix: str) -> No
     run(go())
     engines = sql("SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
                   "AND TABLE_NAME LIKE %s ORDER BY 1", DB, prefix.replace("_", "\\_") + "%")
-    assert engines == [(f"{prefix}jobs", "InnoDB"), (f"{prefix}meta", "InnoDB")]
+    assert engines == [(f"{prefix}jobs", "InnoDB"), (f"{prefix}meta", "InnoDB"),
+                       (f"{prefix}results", "InnoDB")]
 
 
 def test_updates_and_deletes(url: str) -> None:
@@ -157,9 +158,9 @@ def test_a_second_job_with_a_stored_handle_keeps_the_first(url: str) -> None:
 
 def test_open_migrates_once_and_refuses_a_newer_schema(url: str, prefix: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mysql_store, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(mysql_store.MIGRATIONS, 2, [
-        "INSERT INTO {meta} (`name`, `value`) VALUES ('migration2_runs', 1) "
+    monkeypatch.setattr(mysql_store, "SCHEMA_VERSION", 3)
+    monkeypatch.setitem(mysql_store.MIGRATIONS, 3, [
+        "INSERT INTO {meta} (`name`, `value`) VALUES ('migration3_runs', 1) "
         "ON DUPLICATE KEY UPDATE `value` = `value` + 1"])
 
     async def go() -> None:
@@ -173,7 +174,7 @@ def test_open_migrates_once_and_refuses_a_newer_schema(url: str, prefix: str,
 
     run(go())
     assert sorted(sql(f"SELECT name, value FROM `{prefix}meta`")) == [
-        ("migration2_runs", 1), ("schema_version", 2)]
+        ("migration3_runs", 1), ("schema_version", 3)]
 
     sql(f"UPDATE `{prefix}meta` SET value = 99 WHERE name = 'schema_version'")
     with pytest.raises(StoreError, match="schema version 99, newer than this geartrain knows"):

@@ -152,7 +152,7 @@ def test_open_is_idempotent_and_migrates(prefix: str) -> None:
         await store.close()
 
     asyncio.run(main())
-    assert sql_sync(f'SELECT key, value FROM "{prefix}meta"') == [("schema_version", "1")]
+    assert sql_sync(f'SELECT key, value FROM "{prefix}meta"') == [("schema_version", "2")]
     # a schema from a newer geartrain is refused, with the reason
     sql_sync(f"UPDATE \"{prefix}meta\" SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="schema version 99 .* newer than this geartrain knows"):
@@ -169,7 +169,7 @@ def test_open_is_idempotent_and_migrates(prefix: str) -> None:
             await store.close()
 
     assert [j.handle for j in asyncio.run(reopen())] == [b"H:pg:1"]
-    assert sql_sync(f'SELECT value FROM "{prefix}meta"') == [("1",)]
+    assert sql_sync(f'SELECT value FROM "{prefix}meta"') == [("2",)]
 
 
 def test_concurrent_opens_on_one_prefix(prefix: str) -> None:

@@ -13,11 +13,13 @@ more than five words gets an ``ERR`` instead of a closed connection.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from geartrain.results import JobResult
     from geartrain.server.core.peer import Peer
     from geartrain.server.core.server import JobServer
 
@@ -47,6 +49,12 @@ def _number(token: bytes) -> int:
 Handler = Callable[["Peer", list[bytes]], bytes]
 
 
+def _result_line(result: JobResult | None) -> bytes:
+    if result is None:
+        return b"ERR UNKNOWN_JOB\r\n"
+    return b"OK " + json.dumps(result.to_json(), separators=(",", ":")).encode() + b"\n"
+
+
 class AdminCommands:
     """Executes admin lines against a :class:`JobServer`."""
 
@@ -64,6 +72,9 @@ class AdminCommands:
             b"version": self.version,
             b"getpid": self.getpid,
             b"verbose": self.verbose,
+            # geartrain's own (gearmand answers these with ERR UNKNOWN_COMMAND)
+            b"result": self.result,
+            b"result-unique": self.result_unique,
         }
 
     def execute(self, peer: Peer, line: bytes) -> bytes:
@@ -120,6 +131,22 @@ class AdminCommands:
             return b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n"
         lines.append(b".\n")
         return b"".join(lines)
+
+    # ---------------------------------------------------------------- results
+
+    def result(self, peer: Peer, words: list[bytes]) -> bytes:
+        """``result HANDLE``: ``OK {json}`` (geartrain.results.JobResult.to_json)
+        for a live job or a kept result, else ``ERR UNKNOWN_JOB``."""
+        if len(words) != 2:
+            return _incomplete(words[0])
+        return _result_line(self.server.describe(words[1]))
+
+    def result_unique(self, peer: Peer, words: list[bytes]) -> bytes:
+        """``result-unique UNIQUE [FUNCTION]``: as ``result``, by unique key."""
+        if len(words) not in (2, 3):
+            return _incomplete(words[0])
+        function = words[2] if len(words) == 3 else None
+        return _result_line(self.server.describe_unique(words[1], function))
 
     # ---------------------------------------------------------------- mutations
 

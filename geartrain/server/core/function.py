@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING
 
+from geartrain.server.core.stats import FunctionStats
+
 if TYPE_CHECKING:
     from geartrain.server.core.job import Job
     from geartrain.server.core.peer import Peer
@@ -28,7 +30,7 @@ class Function:
 
     __slots__ = (
         "name", "queues", "queued", "dead", "scheduled", "total", "running", "workers",
-        "sleepers", "max_queue", "by_unique", "by_payload", "pinned",
+        "sleepers", "max_queue", "by_unique", "by_payload", "pinned", "stats",
     )
 
     def __init__(self, name: bytes) -> None:
@@ -45,6 +47,8 @@ class Function:
         self.by_unique: dict[bytes, Job] = {}
         self.by_payload: dict[bytes, Job] = {}  #: jobs submitted with unique "-"
         self.pinned = False  #: made by the admin `create function`: never forgotten when idle
+        #: counters and time histograms for /metrics (they go when the function is forgotten)
+        self.stats = FunctionStats()
 
     @property
     def runnable(self) -> int:

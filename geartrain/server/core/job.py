@@ -47,7 +47,8 @@ class Job:
     __slots__ = (
         "handle", "function", "unique", "data", "priority", "background", "when",
         "reducer", "listeners", "worker", "numerator", "denominator", "retries",
-        "state", "ignored", "attempt", "stored", "waiters",
+        "state", "ignored", "attempt", "stored", "waiters", "submitted", "trace",
+        "queued_at", "started_at",
     )
 
     def __init__(
@@ -81,6 +82,14 @@ class Job:
         self.stored = False
         #: submitters waiting for the store: (peer, their held JOB_CREATED reply)
         self.waiters: list[tuple[Peer, Any]] | None = None
+        #: wall-clock submit time when its result is to be kept (0.0: not kept,
+        #: or already recorded)
+        self.submitted = 0.0
+        #: data, warnings and attempts so far (a results.Trace, from the first attempt)
+        self.trace: Any = None
+        #: monotonic time it became runnable (last), and its current attempt started
+        self.queued_at = 0.0
+        self.started_at = 0.0
 
     def __repr__(self) -> str:
         return (

@@ -25,7 +25,7 @@ class Peer:
     __slots__ = (
         "id", "fd", "host", "client_id", "out", "dirty", "closing", "closed",
         "transport", "abilities", "jobs", "listening", "exceptions", "sleeping",
-        "woken_for", "rr", "held",
+        "woken_for", "rr", "held", "results",
     )
 
     def __init__(self, peer_id: int, host: str = "-", fd: int = -1) -> None:
@@ -42,6 +42,8 @@ class Peer:
         self.jobs: dict[bytes, Job] = {}
         self.listening: set[Job] = set()
         self.exceptions = False
+        #: opted in to geartrain's result packets (OPTION_REQ "results")
+        self.results = False
         self.sleeping = False
         self.woken_for: Function | None = None
         self.rr = 0

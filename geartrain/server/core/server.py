@@ -15,6 +15,7 @@ place says so (see docs/compatibility.md for the list).
 
 from __future__ import annotations
 
+import json
 import logging
 import struct
 import time
@@ -23,13 +24,30 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Protocol
 
-from geartrain.protocol import REQ, RES, TEXT, FramingError, PacketType
+from geartrain.protocol import REQ, RES, RESULTS_OPTION, TEXT, FramingError, PacketType
 from geartrain.protocol.codec import Frame
+from geartrain.results import QUEUED as QUEUED_NAME
+from geartrain.results import RUNNING as RUNNING_NAME
+from geartrain.results import SCHEDULED as SCHEDULED_NAME
+from geartrain.results import UNKNOWN
+from geartrain.server.core import stats as _stats
 from geartrain.server.core import timers as _timers
 from geartrain.server.core.admin import AdminCommands
 from geartrain.server.core.function import Function
 from geartrain.server.core.job import Job, JobState, Priority, handle_number
 from geartrain.server.core.peer import Peer
+from geartrain.server.core.results import (
+    CANCELLED,
+    COMPLETED,
+    EXCEPTION,
+    FAILED,
+    JobResult,
+    Record,
+    ResultBook,
+    Trace,
+    record_of,
+    result_of,
+)
 from geartrain.server.core.settings import (
     MAX_ABILITIES,
     MAX_CLIENT_ID_SIZE,
@@ -177,7 +195,24 @@ class JobServer:
         self.store_adds: list[Job] = []
         self.store_updates: list[Job] = []
         self.store_dones: list[Job] = []
+        #: ... and results of ended jobs to keep, and results to forget
+        self.store_results: list[JobResult] = []
+        self.store_result_drops: list[bytes] = []
         self.durable = settings.durable
+        #: results of ended jobs (core/results.py)
+        self.results = ResultBook(settings.result_ttl, settings.result_max_count)
+        self._keep_bg = settings.keep_results
+        self._keep_fg = settings.keep_results and settings.keep_foreground_results
+        self._result_max_bytes = settings.result_max_bytes
+        self._results_timer = False
+        #: WAIT_RESULT requests: handle -> the peers waiting (and how many times)
+        self.result_waiters: dict[bytes, dict[Peer, int]] = {}
+        self._extension: dict[int, Callable[[Peer, bytes], None]] = {
+            _T.GET_RESULT: self._get_result,
+            _T.WAIT_RESULT: self._wait_result,
+            _T.GET_RESULT_UNIQUE: self._get_result_unique,
+            _T.ATTACH_JOB: self._attach_job,
+        }
         #: workers sent a NOOP that have not grabbed yet -> when (oldest first)
         self.woken: dict[Peer, float] = {}
         self._sweep_at = settings.max_idle_functions
@@ -209,6 +244,8 @@ class JobServer:
                 if magic is REQ:
                     if 0 < ptype < nhandlers:
                         handlers[ptype](peer, body)
+                    elif peer.results and ptype in self._extension:
+                        self._extension[ptype](peer, body)
                     else:
                         self._send(peer, error_packet(
                             b"INVALID_COMMAND", b"Unknown packet type %d" % ptype))
@@ -276,6 +313,7 @@ class JobServer:
                 if job.state == SCHEDULED:
                     f = job.function
                     f.scheduled -= 1
+                    job.queued_at = self.clock()
                     job.state = QUEUED
                     self._enqueue(f, job)
             elif kind == _timers.WORK_TIMEOUT:
@@ -285,6 +323,9 @@ class JobServer:
                     self._requeue(job)
             elif kind == _timers.WAKE_CHECK:
                 self._check_woken()
+            elif kind == _timers.RESULTS_EXPIRE:
+                self._results_timer = False
+                self._expire_results()
 
     def start_draining(self) -> None:
         """Graceful shutdown: hand out no more jobs and accept no new ones."""
@@ -487,6 +528,8 @@ class JobServer:
     def _finish(self, job: Job) -> None:
         """Forget a job that ended (its running count is adjusted by the caller)."""
         job.state = FINISHED
+        if self.result_waiters:
+            self._answer_waiters(job.handle)
         if job.stored:
             job.stored = False
             self.store_dones.append(job)
@@ -507,6 +550,81 @@ class JobServer:
         if job.stored:
             job.stored = False
             self.store_dones.append(job)
+
+    def _ended(self, job: Job, outcome: int) -> None:
+        """A worker ended its running *job* (before :meth:`_finish`)."""
+        f = job.function
+        f.running -= 1
+        stats = f.stats
+        stats.ended[job.priority][outcome] += 1
+        stats.ran.observe(self.clock() - job.started_at)
+
+    def _record(self, job: Job, state: str, payload: bytes = b"") -> None:
+        """File the result of a kept job that just ended (once)."""
+        # (on the path of every kept job: each attribute look-up counts)
+        cut = 0
+        if len(payload) > self._result_max_bytes:
+            cut = len(payload) - self._result_max_bytes
+            payload = payload[:self._result_max_bytes]
+        now = self.wallclock()
+        started = job.started_at
+        # the attempt under way (if any) started at started_at; lost ones are in the trace
+        current = (started + (now - self.clock()),) if started else ()
+        trace = job.trace
+        if trace is None:
+            record: Record = (job.handle, job.function.name, job.unique, state, payload, (), (),
+                              job.numerator, job.denominator, job.submitted, now, current,
+                              cut, job.background, job.priority)
+        else:
+            record = (job.handle, job.function.name, job.unique, state, payload,
+                      tuple(trace.data) if trace.data else (),
+                      tuple(trace.warnings) if trace.warnings else (),
+                      job.numerator, job.denominator, job.submitted, now,
+                      trace.attempts + current, cut + trace.truncated_bytes, job.background, job.priority)
+            job.trace = None
+        job.submitted = 0.0  # recorded: whatever the job still does is not
+        dropped = self.results.add(record)
+        if self.result_waiters:
+            self._answer_waiters(job.handle)
+        if self.durable:
+            self.store_results.append(result_of(record))
+            self.store_result_drops.extend(dropped)
+        if not self._results_timer:
+            self._results_timer = True
+            self.timers.add(self.clock() + self.results.ttl, _timers.RESULTS_EXPIRE, None)
+
+    def _wall(self, monotonic: float) -> float:
+        """The wall-clock time of a time on the monotonic :attr:`clock`."""
+        return monotonic + (self.wallclock() - self.clock())
+
+    def _expire_results(self) -> None:
+        dropped = self.results.expire(self.wallclock())
+        if dropped and self.durable:
+            self.store_result_drops.extend(dropped)
+        due = self.results.next_expiry()
+        if due is not None:
+            self._results_timer = True
+            delay = max(0.0, due - self.wallclock()) + 0.001
+            self.timers.add(self.clock() + delay, _timers.RESULTS_EXPIRE, None)
+
+    def keep_results(self, results: Iterable[JobResult]) -> int:
+        """Results read back from the durable store at start-up (before any
+        connection), after :meth:`restore`; expired ones are dropped from the
+        store. Returns how many were kept."""
+        now = self.wallclock()
+        count = 0
+        drops = self.store_result_drops if self.durable else []
+        for result in sorted(results, key=lambda r: r.finished):
+            # new handles never repeat one a kept result answers to
+            self.next_handle = max(self.next_handle, handle_number(result.handle) + 1)
+            if result.finished + self.results.ttl <= now:
+                drops.append(result.handle)
+                continue
+            drops.extend(self.results.add(record_of(result)))
+            count += 1
+        if count and not self._results_timer:
+            self._expire_results()
+        return count
 
     def _abandon(self, job: Job) -> None:
         """The last client of a foreground job left: it will not run (if queued)
@@ -529,6 +647,13 @@ class JobServer:
         f.running -= 1
         job.retries += 1
         job.numerator = job.denominator = 0
+        if job.submitted:  # kept: remember when the lost attempt started
+            trace = job.trace
+            if trace is None:
+                trace = job.trace = Trace(self.settings.result_max_bytes)
+            trace.attempts += (self._wall(job.started_at),)
+        job.started_at = 0.0
+        job.queued_at = self.clock()
         if job.stored:
             self.store_updates.append(job)  # the retry count survives a restart
         if job.ignored:
@@ -539,6 +664,9 @@ class JobServer:
             log.warning("job %s of %r dropped after %d attempts",
                         job.handle.decode(errors="replace"), f.name, job.retries)
             self._fail_listeners(job)
+            f.stats.ended[job.priority][_stats.FAILED] += 1
+            if job.submitted:
+                self._record(job, FAILED)
             self._finish(job)
             return
         job.state = QUEUED
@@ -563,6 +691,9 @@ class JobServer:
         if job.ignored:
             return True  # still listed (cancelled or abandoned): gearmand answers OK again
         self._fail_listeners(job)
+        job.function.stats.ended[job.priority][_stats.CANCELLED] += 1
+        if job.submitted:
+            self._record(job, CANCELLED)
         for peer in job.listeners or ():
             peer.listening.discard(job)
         job.listeners = None
@@ -727,6 +858,10 @@ class JobServer:
             elif data:
                 f.by_payload[data] = job
         f.total += 1
+        f.stats.submitted[priority] += 1
+        job.queued_at = self.clock()
+        if self._keep_fg if not background else self._keep_bg:
+            job.submitted = self.wallclock()
         if not background:
             job.listeners = [peer]
             peer.listening.add(job)
@@ -932,6 +1067,9 @@ class JobServer:
         job.worker = peer
         job.attempt += 1
         f.running += 1
+        now = self.clock()
+        f.stats.waited.observe(now - job.queued_at)
+        job.started_at = now
         handle = job.handle
         peer.jobs[handle] = job
         timeout = peer.abilities[f]
@@ -983,6 +1121,11 @@ class JobServer:
         if job is None:
             self._send(peer, _ERR_DATA_NOT_FOUND)
             return
+        if job.submitted:
+            trace = job.trace
+            if trace is None:
+                trace = job.trace = Trace(self.settings.result_max_bytes)
+            trace.add(ptype == _T.WORK_WARNING, body[len(handle) + 1:])
         if job.listeners:
             pkt = _header(RES, ptype, len(body)) + body
             for listener in job.listeners:
@@ -1005,7 +1148,9 @@ class JobServer:
             pkt = _header(RES, _WORK_COMPLETE, len(body)) + body
             for listener in listeners:
                 self._send(listener, pkt)
-        job.function.running -= 1
+        if job.submitted:
+            self._record(job, COMPLETED, body[len(handle) + 1:])
+        self._ended(job, _stats.COMPLETED)
         self._finish(job)
 
     def _work_fail(self, peer: Peer, body: bytes) -> None:
@@ -1017,7 +1162,9 @@ class JobServer:
             self._send(peer, _ERR_HANDLE_TOO_LARGE if len(handle) >= 64 else _ERR_RESULT_NOT_FOUND)
             return
         self._fail_listeners(job)
-        job.function.running -= 1
+        if job.submitted:
+            self._record(job, FAILED)
+        self._ended(job, _stats.FAILED)
         self._finish(job)
 
     def _work_exception(self, peer: Peer, body: bytes) -> None:
@@ -1036,7 +1183,9 @@ class JobServer:
             fail = _res(_T.WORK_FAIL, handle)  # gearmand #108: no stray trailing NUL
             for listener in job.listeners:
                 self._send(listener, exc if listener.exceptions else fail)
-        job.function.running -= 1
+        if job.submitted:
+            self._record(job, EXCEPTION, body[len(handle) + 1:])
+        self._ended(job, _stats.EXCEPTION)
         self._finish(job)
 
     # ----------------------------------------------------------------- status
@@ -1078,8 +1227,101 @@ class JobServer:
         self._send(peer, _header(RES, _T.ECHO_RES, len(body)) + body)
 
     def _option(self, peer: Peer, body: bytes) -> None:
-        if body.lower() == b"exceptions":
+        option = body.lower()
+        if option == b"exceptions":
             peer.exceptions = True
+            self._send(peer, _res(_T.OPTION_RES, body))
+        elif option == RESULTS_OPTION:
+            peer.results = True
             self._send(peer, _res(_T.OPTION_RES, body))
         else:
             self._send(peer, _ERR_UNKNOWN_OPTION)
+
+    # ------------------------------------------- results (protocol extension)
+
+    def describe(self, handle: bytes) -> JobResult | None:
+        """What the server knows of *handle*: a live job (queued, scheduled,
+        running) or the kept result of an ended one; None if neither."""
+        job = self.jobs.get(handle)
+        if job is not None and job.state != STORING and job.state != FINISHED and not job.ignored:
+            return self._live(job)
+        return self.results.get(handle)
+
+    def describe_unique(self, unique: bytes, function: bytes | None = None) -> JobResult | None:
+        """As :meth:`describe`, by unique key (in *function*, or in any): the
+        live job if there is one, else the latest kept result."""
+        job: Job | None
+        if function is not None:
+            f = self.functions.get(function)
+            job = f.by_unique.get(unique) if f is not None else None
+        else:
+            job = self.find_unique(unique)
+        if job is not None and job.state != STORING and job.state != FINISHED and not job.ignored:
+            return self._live(job)
+        return self.results.find_unique(unique, function)
+
+    def _live(self, job: Job) -> JobResult:
+        trace = job.trace
+        attempts = list(trace.attempts) if trace is not None else []
+        if job.started_at:
+            attempts.append(self._wall(job.started_at))
+        return JobResult(
+            job.handle, job.function.name, job.unique, _state_name(job.state),
+            b"", list(trace.data or ()) if trace is not None else [],
+            list(trace.warnings or ()) if trace is not None else [],
+            job.numerator, job.denominator, job.submitted, 0.0, attempts,
+            trace.truncated_bytes if trace is not None else 0, job.background, job.priority,
+        )
+
+    def _result_packet(self, handle: bytes, result: JobResult | None) -> bytes:
+        if result is None:
+            return _res(_T.RESULT_RES, handle + b"\0" + UNKNOWN.encode() + b"\0")
+        doc = json.dumps(result.to_json(), separators=(",", ":")).encode()
+        return _res(_T.RESULT_RES, b"%s\0%s\0%s" % (handle, result.state.encode(), doc))
+
+    def _get_result(self, peer: Peer, body: bytes) -> None:
+        self._send(peer, self._result_packet(body, self.describe(body)))
+
+    def _wait_result(self, peer: Peer, body: bytes) -> None:
+        result = self.describe(body)
+        if result is not None and not result.done:
+            waiting = self.result_waiters.setdefault(body, {})
+            waiting[peer] = waiting.get(peer, 0) + 1
+            return
+        self._send(peer, self._result_packet(body, result))
+
+    def _answer_waiters(self, handle: bytes) -> None:
+        waiting = self.result_waiters.pop(handle, None)
+        if not waiting:
+            return
+        packet = self._result_packet(handle, self.results.get(handle))
+        for peer, times in waiting.items():
+            if not peer.closed:
+                for _ in range(times):
+                    self._send(peer, packet)
+
+    def _get_result_unique(self, peer: Peer, body: bytes) -> None:
+        function, _, unique = body.partition(b"\0")
+        result = self.describe_unique(unique, function or None) if unique else None
+        self._send(peer, self._result_packet(result.handle if result is not None else b"", result))
+
+    def _attach_job(self, peer: Peer, body: bytes) -> None:
+        """Listen to a live job as its foreground clients do: its WORK_STATUS,
+        WORK_DATA, WORK_WARNING and final WORK_* packets come to *peer* too."""
+        job = self.jobs.get(body)
+        if job is None or job.state == STORING or job.state == FINISHED or job.ignored:
+            result = self.results.get(body)
+            state = result.state if result is not None else UNKNOWN
+            self._send(peer, _res(_T.ATTACH_RES, body + b"\0" + state.encode()))
+            return
+        if job.listeners is None:
+            job.listeners = []
+        job.listeners.append(peer)
+        peer.listening.add(job)
+        self._send(peer, _res(_T.ATTACH_RES, body + b"\0" + _state_name(job.state).encode()))
+
+
+
+def _state_name(state: int) -> str:
+    """The name a live job's state has in results (geartrain.results)."""
+    return RUNNING_NAME if state == RUNNING else SCHEDULED_NAME if state == SCHEDULED else QUEUED_NAME

@@ -52,3 +52,13 @@ class CoreSettings:
     rewake_after: float = 1.0
     #: beyond this many functions, idle ones are forgotten (bounds memory)
     max_idle_functions: int = 10_000
+    #: keep what background jobs produce after they end (core/results.py)
+    keep_results: bool = True
+    #: ... and what foreground jobs produce
+    keep_foreground_results: bool = False
+    #: seconds a result is kept after its job ended
+    result_ttl: float = 86_400.0
+    #: bytes of result payload, and of data plus warnings, kept per job
+    result_max_bytes: int = 1 << 20
+    #: results kept at most (the oldest are forgotten first)
+    result_max_count: int = 100_000

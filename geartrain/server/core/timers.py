@@ -9,6 +9,7 @@ from typing import Any
 EPOCH_DUE = 0  #: an epoch job's time has come
 WORK_TIMEOUT = 1  #: a CAN_DO_TIMEOUT expired
 WAKE_CHECK = 2  #: look for woken workers that never grabbed
+RESULTS_EXPIRE = 3  #: forget results older than the result TTL
 
 
 class TimerQueue:

@@ -6,9 +6,11 @@ it, like gearmand's queue plugins (add, flush, done, replay), but batched:
 
 * ``open()`` connects and creates or migrates the schema;
 * ``replay()`` returns every stored job, oldest first, at start-up;
-* ``apply(adds, updates, dones)`` writes new jobs, changed retry counts and
-  finished jobs in ONE transaction (group commit: everything the server
-  collected while the previous transaction ran);
+* ``apply(adds, updates, dones, results, result_drops)`` writes new jobs,
+  changed retry counts and finished jobs, and keeps the results of ended
+  jobs and forgets expired ones, in ONE transaction (group commit:
+  everything the server collected while the previous transaction ran);
+* ``load_results()`` returns the kept results at start-up;
 * ``close()``.
 
 Jobs are keyed by their handle, never by their unique key, so jobs with empty
@@ -20,9 +22,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
+from geartrain.results import JobResult, result_from_json
 from geartrain.server.stores.url import StoreURL
 
 
@@ -38,6 +42,30 @@ class StoredJob:
     when: int = 0  #: epoch seconds it may run from (0: now)
     reducer: bytes = b""
     retries: int = 0
+
+
+def result_row(result: JobResult) -> tuple[bytes, bytes, bytes, str, float, str]:
+    """A kept result as every store keeps it: ``(handle, function, unique,
+    state, finished, record)``; *record* is the JSON of
+    :meth:`JobResult.to_json` (payloads as text or base64), the rest are
+    columns to look it up or expire it by."""
+    record = json.dumps(result.to_json(), separators=(",", ":"))
+    return result.handle, result.function, result.unique, result.state, result.finished, record
+
+
+def result_from_record(record: str | bytes, handle: bytes | None = None, function: bytes | None = None,
+                       unique: bytes | None = None) -> JobResult:
+    """The inverse of :func:`result_row`. The JSON names are text (bytes
+    that are not UTF-8 come back replaced), so a store passes the exact
+    *handle*, *function* and *unique* from its own columns when it has them."""
+    result = result_from_json(json.loads(record))
+    if handle is not None:
+        result.handle = bytes(handle)
+    if function is not None:
+        result.function = bytes(function)
+    if unique is not None:
+        result.unique = bytes(unique)
+    return result
 
 
 class StoreError(Exception):
@@ -84,10 +112,18 @@ class Store(abc.ABC):
         adds: Sequence[StoredJob],
         updates: Sequence[tuple[bytes, int]],
         dones: Sequence[bytes],
+        results: Sequence[JobResult] = (),
+        result_drops: Sequence[bytes] = (),
     ) -> None:
         """In one transaction: insert *adds*, set the retry count of the
-        ``(handle, retries)`` in *updates*, delete the handles in *dones*.
+        ``(handle, retries)`` in *updates*, delete the handles in *dones*,
+        keep *results* (replacing a result with the same handle) and forget
+        the results of the handles in *result_drops*.
         Raises StoreError (then nothing of it was applied)."""
+
+    async def load_results(self) -> list[JobResult]:
+        """Every kept result (the server drops the expired ones)."""
+        return []
 
     async def count(self) -> int:
         """How many jobs are stored (for tests and start-up logs)."""

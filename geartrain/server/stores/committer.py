@@ -23,8 +23,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from geartrain.results import JobResult
 from geartrain.server.core.job import Job
 from geartrain.server.core.server import JobServer
+from geartrain.server.core.stats import Histogram
 from geartrain.server.stores.base import RejectedJobs, Store, StoredJob
 
 log = logging.getLogger("geartrain.server")
@@ -47,6 +49,8 @@ class Committer:
         self._adds: list[Job] = []
         self._updates: list[Job] = []
         self._dones: list[Job] = []
+        self._results: list[JobResult] = []
+        self._result_drops: list[bytes] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -57,6 +61,8 @@ class Committer:
         self._failing_since: float | None = None
         self._backoff = 0.0
         self._retry_at = 0.0
+        #: how long successful transactions took (for /metrics)
+        self.latency = Histogram()
         #: transactions committed, and jobs they carried (for logs and tests)
         self.commits = 0
         self.failures = 0
@@ -78,18 +84,28 @@ class Committer:
         if core.store_dones:
             self._dones.extend(core.store_dones)
             core.store_dones.clear()
-        if self._adds or self._updates or self._dones:
+        if core.store_results:
+            self._results.extend(core.store_results)
+            core.store_results.clear()
+        if core.store_result_drops:
+            self._result_drops.extend(core.store_result_drops)
+            core.store_result_drops.clear()
+        if self._has_work():
             self._idle.clear()
             self._wake.set()
 
+    def _has_work(self) -> bool:
+        return bool(self._adds or self._updates or self._dones or self._results or self._result_drops)
+
     @property
     def pending(self) -> int:
-        return len(self._adds) + len(self._updates) + len(self._dones)
+        return (len(self._adds) + len(self._updates) + len(self._dones) + len(self._results)
+                + len(self._result_drops))
 
     async def _lane(self) -> None:
         """One transaction at a time; ``depth`` lanes overlap theirs."""
         while True:
-            if not (self._adds or self._updates or self._dones):
+            if not self._has_work():
                 if self._busy == 0:
                     self._idle.set()
                 self._wake.clear()
@@ -102,18 +118,22 @@ class Committer:
             adds, self._adds = self._adds, []
             updates, self._updates = self._updates, []
             dones, self._dones = self._dones, []
+            results, self._results = self._results, []
+            drops, self._result_drops = self._result_drops, []
             self._busy += 1
             try:
-                await self._commit_once(adds, updates, dones)
+                await self._commit_once(adds, updates, dones, results, drops)
             finally:
                 self._busy -= 1
 
-    async def _commit_once(self, adds: list[Job], updates: list[Job], dones: list[Job]) -> None:
+    async def _commit_once(self, adds: list[Job], updates: list[Job], dones: list[Job],
+                           results: list[JobResult], drops: list[bytes]) -> None:
         rows = [stored_job(j) for j in adds]
         started = time.monotonic()
         try:
             await asyncio.wait_for(
-                self.store.apply(rows, [(j.handle, j.retries) for j in updates], [j.handle for j in dones]),
+                self.store.apply(rows, [(j.handle, j.retries) for j in updates], [j.handle for j in dones],
+                                 results, drops),
                 self.timeout)
         except RejectedJobs as exc:
             # a few jobs can never be stored (too big for the database): refuse
@@ -124,6 +144,8 @@ class Committer:
             self._adds[:0] = [j for j in adds if j.handle not in exc.handles]
             self._updates[:0] = updates
             self._dones[:0] = dones
+            self._results[:0] = results
+            self._result_drops[:0] = drops
             self._wake.set()
             self.on_change()
             return
@@ -140,6 +162,8 @@ class Committer:
             # keep what must still reach the store; try again after a pause
             self._updates[:0] = updates
             self._dones[:0] = dones
+            self._results[:0] = results
+            self._result_drops[:0] = drops
             if adds and isinstance(exc, TimeoutError):
                 # the transaction may still land after we gave up on it (a thread
                 # that goes on, a query the server already ran): the clients were
@@ -156,6 +180,7 @@ class Committer:
             self._failing_since = None
         self._backoff = 0.0
         self.commits += 1
+        self.latency.observe(time.monotonic() - started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("store commit: %d added, %d updated, %d done in %.1f ms", len(adds),
                       len(updates), len(dones), (time.monotonic() - started) * 1000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from geartrain.results import JobResult
 from geartrain.server.stores.base import Store, StoredJob
 
 
@@ -18,7 +19,8 @@ class MemoryStore(Store):
         return []
 
     async def apply(self, adds: Sequence[StoredJob], updates: Sequence[tuple[bytes, int]],
-                    dones: Sequence[bytes]) -> None:
+                    dones: Sequence[bytes], results: Sequence[JobResult] = (),
+                    result_drops: Sequence[bytes] = ()) -> None:
         pass  # the server never calls it: the core keeps jobs in memory anyway
 
     async def close(self) -> None:

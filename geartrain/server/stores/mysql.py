@@ -1,7 +1,8 @@
 """MariaDB / MySQL store: one aiomysql connection that reconnects by itself.
 
 ``mysql://user@host:3306/db?prefix=geartrain_`` (``mariadb://`` too). The
-tables are ``{prefix}jobs`` and ``{prefix}meta`` (the schema version), both
+tables are ``{prefix}jobs``, ``{prefix}results`` (the kept results of ended
+jobs, since schema version 2) and ``{prefix}meta`` (the schema version), all
 InnoDB, in the URL's database; the server creates and migrates them under a
 ``GET_LOCK`` so that two servers starting at once do not race. One server per
 prefix: two servers on the same tables would delete each other's jobs.
@@ -23,13 +24,17 @@ override the URL's host and user and keeps quotes around passwords.
 The committer runs one ``apply()`` at a time, so one connection is enough.
 Each ``apply()`` is one transaction: new jobs in multi-row INSERTs of up to
 4 MiB, retry counts in one ``UPDATE ... WHERE handle IN (...)`` per count,
-finished jobs in ``DELETE ... WHERE handle IN (...)`` chunks; a single
+finished jobs in ``DELETE ... WHERE handle IN (...)`` chunks, kept results in
+multi-row ``REPLACE`` statements and forgotten ones in ``DELETE`` chunks; a single
 statement runs on its own (autocommit makes it atomic) and saves the BEGIN and
 COMMIT round trips. Values are written as hex literals (``X'...'``), never
 bound by aiomysql (0.3 cannot bind ``bytes`` with PyMySQL 1.2), so a
 statement's size is known before it is sent: a job too big for the server's
 ``max_allowed_packet`` (its data may be at most about half of it) fails its
-``apply()`` with a message saying so, and nothing is sent.
+``apply()`` with a message saying so, and nothing is sent. A kept result too big
+for ``max_allowed_packet`` (its JSON record may be at most about half of it) is
+left out of the transaction with a warning and the rest is applied: the result
+is lost to a restart, but it can never hold up the jobs that share its batch.
 
 When the connection was lost (the database restarted, ``KILL``,
 ``wait_timeout``) the operation that notices it reconnects and runs once more;
@@ -48,6 +53,7 @@ import asyncio
 import configparser
 import hashlib
 import logging
+import math
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,14 +63,22 @@ import aiomysql  # type: ignore[import-untyped]  # aiomysql ships no type hints
 import pymysql  # type: ignore[import-untyped]  # nor does PyMySQL
 from pymysql.optionfile import Parser as OptionFileParser  # type: ignore[import-untyped]
 
-from geartrain.server.stores.base import RejectedJobs, Store, StoredJob, StoreError
+from geartrain.results import JobResult
+from geartrain.server.stores.base import (
+    RejectedJobs,
+    Store,
+    StoredJob,
+    StoreError,
+    result_from_record,
+    result_row,
+)
 from geartrain.server.stores.url import StoreURL
 
 log = logging.getLogger("geartrain.server")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PREFIX = "geartrain_"
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_OPTION_FILE = "~/.my.cnf"
@@ -87,8 +101,9 @@ META_TABLE = """CREATE TABLE IF NOT EXISTS {meta} (
     `value` BIGINT NOT NULL
 ) ENGINE=InnoDB"""
 
-#: schema version -> statements taking the previous version to it ({jobs}, {meta}:
-#: quoted names). DDL commits implicitly, so each statement must be idempotent.
+#: schema version -> statements taking the previous version to it ({jobs},
+#: {results}, {meta}: quoted names). DDL commits implicitly, so each statement
+#: must be idempotent.
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE IF NOT EXISTS {jobs} (
@@ -105,9 +120,26 @@ MIGRATIONS: dict[int, list[str]] = {
             UNIQUE KEY `handle` (`handle`)
         ) ENGINE=InnoDB""",
     ],
+    2: [
+        # the results of ended jobs (geartrain.results; `record` is its JSON);
+        # LONG* columns: no value of a result can be "too long" for its column
+        """CREATE TABLE IF NOT EXISTS {results} (
+            `handle`      VARBINARY(255) NOT NULL,
+            `function`    LONGBLOB NOT NULL,
+            `unique_key`  LONGBLOB NOT NULL,
+            `state`       VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+            `finished`    DOUBLE NOT NULL,
+            `record`      LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+            PRIMARY KEY (`handle`)
+        ) ENGINE=InnoDB""",
+    ],
 }
 
 COLUMNS = ("handle", "function", "unique_key", "priority", "data", "when_to_run", "reducer", "retries")
+RESULT_COLUMNS = ("handle", "function", "unique_key", "state", "finished", "record")
+#: the widths of the results table's bounded columns (bytes; `state` in characters)
+RESULT_HANDLE_MAX = 255
+RESULT_STATE_MAX = 32
 
 #: client and server error codes that mean the connection is gone
 _LOST_CODES = frozenset({
@@ -123,6 +155,12 @@ _DEADLOCK = 1213  # InnoDB rolled the transaction back: running it again is safe
 
 def _hex(value: bytes) -> str:
     return "X'" + value.hex() + "'"
+
+
+def _double(value: float) -> str:
+    """A DOUBLE literal (a time that is not a finite number is stored as 0)."""
+    value = float(value)
+    return repr(value) if math.isfinite(value) else "0"
 
 
 def _code(exc: BaseException) -> int | None:
@@ -184,11 +222,16 @@ class MySQLStore(Store):
             raise StoreError("mysql store: connect_timeout must be > 0 (seconds)")
         self.jobs_table = f"`{self.prefix}jobs`"
         self.meta_table = f"`{self.prefix}meta`"
+        self.results_table = f"`{self.prefix}results`"
         self._insert_head = (f"INSERT INTO {self.jobs_table} ("
                              + ",".join(f"`{c}`" for c in COLUMNS) + ") VALUES ")
         # a no-op on a handle already stored: keeps the first row, like the
         # other stores, and makes running a transaction again harmless
         self._insert_tail = " ON DUPLICATE KEY UPDATE `seq` = `seq`"
+        # REPLACE: a result kept again under its handle replaces the old one
+        # (a later row of the same statement wins), and running it again is harmless
+        self._result_head = (f"REPLACE INTO {self.results_table} ("
+                             + ",".join(f"`{c}`" for c in RESULT_COLUMNS) + ") VALUES ")
         self._settings: dict[str, Any] | None = None
         self._password = ""
         self._conn: Any = None
@@ -357,7 +400,7 @@ class MySQLStore(Store):
             raise StoreError(f"{self._target()}: another server has been creating the tables "
                              f"{self.prefix}* for {MIGRATION_LOCK_WAIT}s")
         try:
-            names = {"jobs": self.jobs_table, "meta": self.meta_table}
+            names = {"jobs": self.jobs_table, "results": self.results_table, "meta": self.meta_table}
             await cur.execute(META_TABLE.format(**names))
             await cur.execute(f"SELECT `value` FROM {self.meta_table} WHERE `name` = 'schema_version'")
             row = await cur.fetchone()
@@ -375,13 +418,14 @@ class MySQLStore(Store):
                 log.info("store %s: tables %s* at schema version %d", self.describe(), self.prefix,
                          target)
             await cur.execute(
-                "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-                f"AND TABLE_NAME = '{self.prefix}jobs'")
-            row = await cur.fetchone()
-            engine = str(row[0]) if row and row[0] is not None else ""
-            if engine and engine.lower() != "innodb":  # say, created by hand with MyISAM
-                raise StoreError(f"{self._target()}: table {self.prefix}jobs uses the {engine} "
-                                 "engine, not InnoDB: its transactions would not be atomic")
+                "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                f"DATABASE() AND TABLE_NAME IN ('{self.prefix}jobs', '{self.prefix}results') "
+                "ORDER BY TABLE_NAME")
+            for table, found in await cur.fetchall():
+                engine = str(found) if found is not None else ""
+                if engine and engine.lower() != "innodb":  # say, created by hand with MyISAM
+                    raise StoreError(f"{self._target()}: table {table} uses the {engine} "
+                                     "engine, not InnoDB: its transactions would not be atomic")
         finally:
             if not conn.closed:
                 await cur.execute(f"SELECT RELEASE_LOCK('{lock}')")
@@ -410,14 +454,37 @@ class MySQLStore(Store):
             return int(n)
         return await self._run("count", op)
 
+    async def load_results(self) -> list[JobResult]:
+        async def op(conn: Any) -> list[tuple[Any, ...]]:
+            cur = await conn.cursor()
+            await cur.execute("SELECT `handle`, `function`, `unique_key`, `record` "
+                              f"FROM {self.results_table} ORDER BY `finished`, `handle`")
+            rows = await cur.fetchall()
+            await cur.close()
+            return list(rows)
+
+        kept: list[JobResult] = []
+        for handle, function, unique, record in await self._run("load_results", op):
+            try:
+                kept.append(result_from_record(record, handle, function, unique))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.error("store %s: the kept result of %r is damaged (%s: %s); left in place, "
+                          "not loaded", self.describe(), bytes(handle), type(exc).__name__, exc)
+        return kept
+
     async def apply(self, adds: Sequence[StoredJob], updates: Sequence[tuple[bytes, int]],
-                    dones: Sequence[bytes]) -> None:
-        if not (adds or updates or dones):
+                    dones: Sequence[bytes], results: Sequence[JobResult] = (),
+                    result_drops: Sequence[bytes] = ()) -> None:
+        if not (adds or updates or dones or results or result_drops):
             return
+        # the JSON of each result once, not on every attempt
+        rows = [result_row(r) for r in {r.handle: r for r in results}.values()]
 
         async def op(conn: Any) -> None:
             # built on every attempt: a new connection may have another max_allowed_packet
-            statements = self._statements(adds, updates, dones)
+            statements = self._statements(adds, updates, dones, rows, result_drops)
+            if not statements:  # only results that can never be stored
+                return
             cur = await conn.cursor()
             if len(statements) == 1:  # one statement is a transaction by itself
                 await cur.execute(statements[0])
@@ -431,9 +498,13 @@ class MySQLStore(Store):
         await self._run("apply", op)
 
     def _statements(self, adds: Sequence[StoredJob], updates: Sequence[tuple[bytes, int]],
-                    dones: Sequence[bytes]) -> list[str]:
+                    dones: Sequence[bytes],
+                    results: Sequence[tuple[bytes, bytes, bytes, str, float, str]] = (),
+                    result_drops: Sequence[bytes] = ()) -> list[str]:
         """The SQL of one apply(), each statement within max_allowed_packet.
-        Every literal is ASCII, so a statement's length is its size in bytes."""
+        Every literal is ASCII, so a statement's length is its size in bytes.
+        *results* are ``base.result_row()`` tuples, one per handle; one that can
+        never be stored is left out, with a warning."""
         packet = self.max_allowed_packet - PACKET_SLACK
         limit = max(1, min(MAX_STATEMENT, packet))
         out: list[str] = []
@@ -478,7 +549,35 @@ class MySQLStore(Store):
 
         chunks(f"DELETE FROM {self.jobs_table} WHERE `handle` IN (", [_hex(h) for h in dones], ")",
                HANDLES_PER_STATEMENT)
+
+        rows = []
+        for handle, function, unique, state, finished, record in results:
+            row = (f"({_hex(handle)},{_hex(function)},{_hex(unique)},{_hex(state.encode())},"
+                   f"{_double(finished)},{_hex(record.encode())})")
+            why = self._unstorable(handle, state, len(self._result_head) + len(row))
+            if why:
+                # dropped, not raised: the committer would retry the batch forever
+                log.warning("store %s: the result of job %s is not kept: %s", self.describe(),
+                            handle.decode(errors="replace"), why)
+                continue
+            rows.append(row)
+        chunks(self._result_head, rows, "", len(rows) or 1)
+        chunks(f"DELETE FROM {self.results_table} WHERE `handle` IN (",
+               [_hex(h) for h in result_drops], ")", HANDLES_PER_STATEMENT)
         return out
+
+    def _unstorable(self, handle: bytes, state: str, needed: int) -> str:
+        """Why a result row can never be stored ("" if it can)."""
+        if len(handle) > RESULT_HANDLE_MAX:
+            return f"its handle is longer than {RESULT_HANDLE_MAX} bytes"
+        if len(state) > RESULT_STATE_MAX:
+            return f"its state is longer than {RESULT_STATE_MAX} characters"
+        if needed > self.max_allowed_packet - PACKET_SLACK:
+            return (f"it needs a {needed}-byte statement, more than the server's max_allowed_packet "
+                    f"({self.max_allowed_packet} bytes; the record is sent hex-encoded, so it may be "
+                    "about half of it): raise max_allowed_packet on the server or lower "
+                    "--result-max-bytes")
+        return ""
 
     async def close(self) -> None:
         async with self._lock:

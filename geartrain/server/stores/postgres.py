@@ -1,8 +1,9 @@
 """PostgreSQL store: one asyncpg connection that reconnects by itself.
 
 ``postgresql://user@host:5432/db?prefix=geartrain_`` (``postgres://`` too).
-The tables are ``{prefix}jobs`` and ``{prefix}meta`` (the schema version) in
-the connection's current schema; the server creates and migrates them.
+The tables are ``{prefix}jobs``, ``{prefix}results`` (the kept results of
+ended jobs, since schema version 2) and ``{prefix}meta`` (the schema version)
+in the connection's current schema; the server creates and migrates them.
 Anything the URL leaves out comes from libpq's environment as asyncpg reads
 it: ``PGHOST``, ``PGUSER``, ``PGPASSWORD``, ``~/.pgpass`` (``PGPASSFILE``).
 
@@ -16,10 +17,12 @@ The committer runs one ``apply()`` at a time, so one connection is enough.
 Each ``apply()`` is one transaction: new jobs by COPY (1.5 to 2.2 times as
 fast as ``executemany`` or an ``unnest`` INSERT for 64 to 1000 rows), retry
 counts by an ``UPDATE ... FROM unnest()``, finished jobs by ``DELETE ... =
-ANY()``; every value is a bound parameter and the table names are validated
-and quoted. A handle that is stored already keeps its row (like SQLite's
-``INSERT OR IGNORE``): the batch is run again with the ``unnest`` INSERT and
-``ON CONFLICT (handle) DO NOTHING``.
+ANY()``, kept results by an ``unnest`` INSERT ``ON CONFLICT (handle) DO
+UPDATE`` (a result kept again replaces the old one) and forgotten ones by
+``DELETE ... = ANY()``; every value is a bound parameter and the table
+names are validated and quoted. A handle that is stored already keeps its
+row (like SQLite's ``INSERT OR IGNORE``): the batch is run again with the
+``unnest`` INSERT and ``ON CONFLICT (handle) DO NOTHING``.
 
 When the connection was lost (the database restarted, the backend was
 terminated) the ``apply()`` that notices it reconnects and runs its
@@ -43,12 +46,13 @@ from urllib.parse import urlencode
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
-from geartrain.server.stores.base import Store, StoredJob, StoreError
+from geartrain.results import JobResult
+from geartrain.server.stores.base import Store, StoredJob, StoreError, result_from_record, result_row
 from geartrain.server.stores.url import StoreURL
 
 log = logging.getLogger("geartrain.server")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PREFIX = "geartrain_"
 DEFAULT_CONNECT_TIMEOUT = 2.0
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_]{1,48}")
@@ -56,7 +60,8 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9_]{1,48}")
 PASSTHROUGH = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "passfile")
 OWN_PARAMS = ("prefix", "connect_timeout", "application_name")
 
-#: schema version -> statements taking the previous version to it ({jobs}, {meta}: quoted names)
+#: schema version -> statements taking the previous version to it ({jobs}, {results},
+#: {meta}: quoted names)
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE IF NOT EXISTS {jobs} (
@@ -69,6 +74,17 @@ MIGRATIONS: dict[int, list[str]] = {
             when_to_run BIGINT NOT NULL DEFAULT 0,
             reducer     BYTEA NOT NULL DEFAULT ''::bytea,
             retries     INTEGER NOT NULL DEFAULT 0
+        )""",
+    ],
+    2: [
+        # the results of ended jobs (geartrain.results; record is its JSON)
+        """CREATE TABLE IF NOT EXISTS {results} (
+            handle      BYTEA PRIMARY KEY,
+            "function"  BYTEA NOT NULL,
+            unique_key  BYTEA NOT NULL,
+            state       TEXT NOT NULL,
+            finished    DOUBLE PRECISION NOT NULL,
+            record      TEXT NOT NULL
         )""",
     ],
 }
@@ -110,8 +126,10 @@ class PostgresStore(Store):
         self.prefix = prefix
         self.jobs_table = prefix + "jobs"
         self.meta_table = prefix + "meta"
+        self.results_table = prefix + "results"
         self._jobs = quote_ident(self.jobs_table)
         self._meta = quote_ident(self.meta_table)
+        self._results = quote_ident(self.results_table)
         try:
             self.connect_timeout = float(params.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
         except ValueError:
@@ -136,6 +154,14 @@ class PostgresStore(Store):
             f"UPDATE {self._jobs} AS j SET retries = u.retries "
             "FROM unnest($1::bytea[], $2::int4[]) AS u(handle, retries) WHERE j.handle = u.handle")
         self._delete = f"DELETE FROM {self._jobs} WHERE handle = ANY($1::bytea[])"
+        # one row per handle (ON CONFLICT DO UPDATE cannot touch a row twice)
+        self._keep_results = (
+            f"INSERT INTO {self._results} (handle, \"function\", unique_key, state, finished, record) "
+            "SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::text[], $5::float8[], "
+            "$6::text[]) ON CONFLICT (handle) DO UPDATE SET \"function\" = EXCLUDED.\"function\", "
+            "unique_key = EXCLUDED.unique_key, state = EXCLUDED.state, "
+            "finished = EXCLUDED.finished, record = EXCLUDED.record")
+        self._drop_results = f"DELETE FROM {self._results} WHERE handle = ANY($1::bytea[])"
 
     # ------------------------------------------------------------ connection
 
@@ -190,7 +216,8 @@ class PostgresStore(Store):
                     f"knows ({SCHEMA_VERSION}); upgrade geartrain")
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[target]:
-                    await conn.execute(statement.format(jobs=self._jobs, meta=self._meta))
+                    await conn.execute(statement.format(jobs=self._jobs, results=self._results,
+                                                        meta=self._meta))
                 await conn.execute(
                     f"INSERT INTO {self._meta} (key, value) VALUES ('schema_version', $1) "
                     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", str(target))
@@ -247,6 +274,18 @@ class PostgresStore(Store):
         rows = await self._query(f"SELECT count(*) FROM {self._jobs}")
         return int(rows[0][0])
 
+    async def load_results(self) -> list[JobResult]:
+        rows = await self._query(f'SELECT handle, "function", unique_key, record FROM {self._results} '
+                                 "ORDER BY finished, handle")
+        kept: list[JobResult] = []
+        for handle, function, unique, record in rows:
+            try:
+                kept.append(result_from_record(record, handle, function, unique))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.error("store %s: the kept result of %r is damaged (%s: %s); left in place, "
+                          "not loaded", self.describe(), bytes(handle), type(exc).__name__, exc)
+        return kept
+
     async def _query(self, sql: str) -> list[Any]:
         async with self._lock:
             for attempt in (1, 2):
@@ -276,15 +315,20 @@ class PostgresStore(Store):
         return lost
 
     async def apply(self, adds: Sequence[StoredJob], updates: Sequence[tuple[bytes, int]],
-                    dones: Sequence[bytes]) -> None:
-        if not (adds or updates or dones):
+                    dones: Sequence[bytes], results: Sequence[JobResult] = (),
+                    result_drops: Sequence[bytes] = ()) -> None:
+        if not (adds or updates or dones or results or result_drops):
             return
+        # one row per handle, the last one given winning; then one array per column
+        rows = [result_row(r) for r in {r.handle: r for r in results}.values()]
+        columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
         async with self._lock:
             idempotent = False
             for attempt in (1, 2, 3):
                 conn, fresh = await self._connection()
                 try:
-                    await self._transaction(conn, adds, updates, dones, idempotent)
+                    await self._transaction(conn, adds, updates, dones, columns, result_drops,
+                                            idempotent)
                     return
                 except asyncio.CancelledError:
                     # the caller's timeout: the connection is in an unknown state
@@ -308,6 +352,7 @@ class PostgresStore(Store):
 
     async def _transaction(self, conn: asyncpg.Connection, adds: Sequence[StoredJob],
                            updates: Sequence[tuple[bytes, int]], dones: Sequence[bytes],
+                           results: list[list[Any]], result_drops: Sequence[bytes],
                            idempotent: bool) -> None:
         transaction = conn.transaction()
         await transaction.start()
@@ -328,6 +373,10 @@ class PostgresStore(Store):
                 await conn.execute(self._update, list(latest), list(latest.values()))
             if dones:
                 await conn.execute(self._delete, list(dones))
+            if results:
+                await conn.execute(self._keep_results, *results)
+            if result_drops:
+                await conn.execute(self._drop_results, list(result_drops))
         except asyncpg.exceptions.PostgresError as exc:
             if not isinstance(exc, _LOST) and not conn.is_closed():
                 await transaction.rollback()  # the connection is fine: keep it

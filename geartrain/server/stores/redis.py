@@ -11,6 +11,11 @@ Layout, every key under one prefix (``?prefix=``, default ``geartrain:``; a
 * ``{prefix}order`` -- a sorted set of handles scored by insertion sequence,
   so replay returns the jobs in the order they were added;
 * ``{prefix}seq`` -- the sequence counter (``INCRBY``);
+* ``{prefix}result:{handle}`` -- a hash per kept result of an ended job:
+  ``function``, ``unique``, ``state``, ``finished`` and ``record`` (the JSON
+  of ``geartrain.results.JobResult``, which the server reads back);
+* ``{prefix}results`` -- a sorted set of the handles of the kept results,
+  scored by the time the job finished, so they are read back oldest first;
 * ``{prefix}version`` -- the layout's schema version, checked (and migrated)
   by ``open()``.
 
@@ -24,18 +29,24 @@ atomically, like ``MULTI``/``EXEC``: per job added ``DEL`` + ``HSET`` of a fresh
 hash and ``ZADD NX`` with the next number from ``INCRBY {prefix}seq``; per
 update ``HSET retries``, only on a hash that still exists (a late update never
 resurrects a finished job as a half-empty hash); per job finished ``DEL`` +
-``ZREM``. Why a script rather than ``MULTI`` with a command per job:
+``ZREM``; per result kept ``HSET`` of its five fields and ``ZADD`` with its
+finishing time (a result kept again replaces the old one; a key of another
+type is deleted first); per result forgotten ``DEL`` + ``ZREM``. The results
+are written before the finished jobs are deleted, whatever the order of the
+lists. Why a script rather than ``MULTI`` with a command per job:
 
 * all or nothing. Redis rolls back neither a ``MULTI`` whose command fails
   while ``EXEC`` runs (a key of the wrong type) nor a script after its first
   write. The script checks, before its first write, everything that could make
-  a later command fail (the types of ``order`` and ``seq``; ``DEL`` cannot
-  fail; the updates check their hash), so it fails whole or not at all; an
-  out-of-memory Redis refuses its first write (nothing written) and still lets
-  a batch of only finished jobs free memory. What is left is a Redis that
-  refuses one of the commands inside (renamed, or denied by an ACL): ``open()``
-  runs one probe ``apply()`` (a job added, updated and finished at once; no net
-  change) so that such a set-up stops the server at start, not at a submit;
+  a later command fail (the types of ``order``, ``results`` and ``seq``;
+  ``DEL`` cannot fail; the updates check their hash), so it fails whole or
+  not at all; an out-of-memory Redis refuses its first write (every write that
+  needs memory comes before the deletions, so nothing is written) and still
+  lets a batch of only finished jobs and forgotten results free memory. What
+  is left is a Redis that refuses one of the commands inside (renamed, or
+  denied by an ACL): ``open()`` runs one probe ``apply()`` (a job added,
+  updated and finished and a result kept and forgotten at once; no net change)
+  so that such a set-up stops the server at start, not at a submit;
 * speed: redis-py spends some 20 us of Python per command, so a command per
   job made the store the bottleneck (1000 adds per call: ~43k jobs/s with
   ``MULTI``/``HSET``, ~110k/s with the script).
@@ -78,6 +89,7 @@ and ``?ssl_check_hostname=false`` tune it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -88,7 +100,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from geartrain.server.stores.base import Store, StoredJob, StoreError
+from geartrain.results import COMPLETED, JobResult
+from geartrain.server.stores.base import Store, StoredJob, StoreError, result_from_record, result_row
 from geartrain.server.stores.url import StoreURL
 
 log = logging.getLogger("geartrain.server")
@@ -103,21 +116,27 @@ _PARAMS = ("prefix", "connect_timeout", "timeout", "ssl_ca_certs", "ssl_certfile
 #: the handle of open()'s probe transaction (no real handle starts with NUL)
 _PROBE_HANDLE = b"\0geartrain-probe"
 
-#: The whole of apply(). KEYS: seq, order, then the hashes of the jobs added,
-#: updated and finished. ARGV: how many added and updated, eight per job added
-#: (handle, function, unique, priority, data, when, reducer, retries), the
-#: retry count per update, the handle per job finished. Everything that could
-#: make a later command fail is checked before the first write.
+#: The whole of apply(). KEYS: seq, order, results, then the hashes of the
+#: jobs added, updated and finished, then the hashes of the results kept and
+#: forgotten. ARGV: how many jobs added, updated and finished and how many
+#: results kept, eight per job added (handle, function, unique, priority, data,
+#: when, reducer, retries), the retry count per update, the handle per job
+#: finished, six per result kept (handle, function, unique, state, finished,
+#: record), the handle per result forgotten. Everything that could make a later
+#: command fail is checked before the first write (the scores of the results
+#: are numbers: apply() sends nothing else).
 _APPLY = """
-local na, nu = tonumber(ARGV[1]), tonumber(ARGV[2])
-local seq, order = KEYS[1], KEYS[2]
-local t = redis.call('TYPE', order)['ok']
-if t ~= 'none' and t ~= 'zset' then
-  return redis.error_reply('WRONGTYPE geartrain key ' .. order .. ' is a ' .. t .. ', not a zset')
+local na, nu, nd, nr = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local seq, order, results = KEYS[1], KEYS[2], KEYS[3]
+for _, key in ipairs({order, results}) do
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= 'zset' then
+    return redis.error_reply('WRONGTYPE geartrain key ' .. key .. ' is a ' .. t .. ', not a zset')
+  end
 end
 local last = 0
 if na > 0 then
-  t = redis.call('TYPE', seq)['ok']
+  local t = redis.call('TYPE', seq)['ok']
   if t == 'string' then
     if not string.match(redis.call('GET', seq), '^%d+$') then t = 'non-number string' end
   end
@@ -127,22 +146,39 @@ if na > 0 then
   last = redis.call('INCRBY', seq, na)
 end
 for i = 1, na do
-  local key, a = KEYS[2 + i], 2 + (i - 1) * 8
+  local key, a = KEYS[3 + i], 4 + (i - 1) * 8
   redis.call('DEL', key)
   redis.call('HSET', key, 'function', ARGV[a + 2], 'unique', ARGV[a + 3], 'priority', ARGV[a + 4],
              'data', ARGV[a + 5], 'when', ARGV[a + 6], 'reducer', ARGV[a + 7], 'retries', ARGV[a + 8])
   redis.call('ZADD', order, 'NX', last - na + i, ARGV[a + 1])
 end
-local k, a = 2 + na, 2 + 8 * na
+local k, a = 3 + na, 4 + 8 * na
 for i = 1, nu do
   if redis.call('TYPE', KEYS[k + i])['ok'] == 'hash' then
     redis.call('HSET', KEYS[k + i], 'retries', ARGV[a + i])
   end
 end
-k, a = k + nu, a + nu
+-- the writes that need memory before the deletions (see the module's docstring)
+local kd, ad = k + nu, a + nu
+local kr, ar = kd + nd, ad + nd
+for i = 1, nr do
+  local key, b = KEYS[kr + i], ar + (i - 1) * 6
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'hash' and t ~= 'none' then
+    redis.call('DEL', key)
+  end
+  redis.call('HSET', key, 'function', ARGV[b + 2], 'unique', ARGV[b + 3], 'state', ARGV[b + 4],
+             'finished', ARGV[b + 5], 'record', ARGV[b + 6])
+  redis.call('ZADD', results, ARGV[b + 5], ARGV[b + 1])
+end
+for i = 1, nd do
+  redis.call('DEL', KEYS[kd + i])
+  redis.call('ZREM', order, ARGV[ad + i])
+end
+k, a = kr + nr, ar + 6 * nr
 for i = 1, #KEYS - k do
   redis.call('DEL', KEYS[k + i])
-  redis.call('ZREM', order, ARGV[a + i])
+  redis.call('ZREM', results, ARGV[a + i])
 end
 return na
 """
@@ -151,7 +187,12 @@ Client = aioredis.Redis
 
 
 async def _migrate_to_1(client: Client, prefix: bytes) -> None:
-    """Version 1 is the first layout: nothing to convert."""
+    """Version 1 is the first layout: nothing to convert.
+
+    The results keys (``result:*``, ``results``) came later without a new
+    version: they are created as results are kept, and a layout without them
+    is simply one without kept results (so an older geartrain still opens the
+    prefix, and ignores them)."""
 
 
 #: schema version -> coroutine taking the previous version's keys to it
@@ -186,11 +227,16 @@ class RedisStore(Store):
         self.key_version = self.prefix + b"version"
         self.key_seq = self.prefix + b"seq"
         self.key_order = self.prefix + b"order"
+        self.key_results = self.prefix + b"results"
         self._job_prefix = self.prefix + b"job:"
+        self._result_prefix = self.prefix + b"result:"
         self._client: Client | None = None
 
     def job_key(self, handle: bytes) -> bytes:
         return self._job_prefix + handle
+
+    def result_key(self, handle: bytes) -> bytes:
+        return self._result_prefix + handle
 
     def _where(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -253,8 +299,8 @@ class RedisStore(Store):
             raise
 
     async def _check_schema(self, client: Client) -> None:
-        for key, kind in ((self.key_order, b"zset"), (self.key_seq, b"string"),
-                          (self.key_version, b"string")):
+        for key, kind in ((self.key_order, b"zset"), (self.key_results, b"zset"),
+                          (self.key_seq, b"string"), (self.key_version, b"string")):
             found = await client.type(key)
             found = found if isinstance(found, bytes) else str(found).encode()
             if found not in (b"none", kind):
@@ -281,8 +327,9 @@ class RedisStore(Store):
     async def _probe(self) -> None:
         """One transaction with every command apply() uses and no net effect."""
         probe = StoredJob(_PROBE_HANDLE, b"geartrain.probe", b"", b"", 1)
+        kept = JobResult(_PROBE_HANDLE, b"geartrain.probe", b"", COMPLETED)
         try:
-            await self.apply([probe], [(_PROBE_HANDLE, 0)], [_PROBE_HANDLE])
+            await self.apply([probe], [(_PROBE_HANDLE, 0)], [_PROBE_HANDLE], [kept], [_PROBE_HANDLE])
         except StoreError as exc:
             raise StoreError(f"{exc} (in a test transaction at start-up: is a command renamed or "
                              "denied to this user, is Redis out of memory, or read-only?)") from None
@@ -347,14 +394,53 @@ class RedisStore(Store):
                       self._where(), handle, type(exc).__name__, exc)
             return None
 
+    async def load_results(self) -> list[JobResult]:
+        """The kept results, oldest first (read in chunks, like replay)."""
+        client = self._require()
+        kept: list[JobResult] = []
+        missing: list[bytes] = []
+        start = 0
+        try:
+            while True:
+                handles = [h for h in await client.zrange(self.key_results, start,
+                                                          start + REPLAY_CHUNK - 1)
+                           if isinstance(h, bytes)]
+                if not handles:
+                    break
+                start += len(handles)
+                async with client.pipeline(transaction=False) as pipe:
+                    for handle in handles:
+                        # HGETALL, not HGET: no command beyond those replay() needs
+                        pipe.hgetall(self.result_key(handle))
+                    rows = await pipe.execute()
+                for handle, row in zip(handles, rows, strict=True):
+                    if not row:
+                        missing.append(handle)
+                        continue
+                    try:
+                        kept.append(result_from_record(row[b"record"], handle, row.get(b"function"),
+                                                       row.get(b"unique")))
+                    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                        log.error("%s: the kept result of %r is damaged (%s: %s); left in place, "
+                                  "not loaded", self._where(), handle, type(exc).__name__, exc)
+            if missing:
+                log.warning("%s: %d handle(s) in %s have no result hash; removed from it",
+                            self._where(), len(missing), self.key_results.decode(errors="replace"))
+                await client.zrem(self.key_results, *missing)
+        except (RedisError, OSError) as exc:
+            raise self._error(exc) from None
+        return kept
+
     async def apply(self, adds: Sequence[StoredJob], updates: Sequence[tuple[bytes, int]],
-                    dones: Sequence[bytes]) -> None:
-        if not (adds or updates or dones):
+                    dones: Sequence[bytes], results: Sequence[JobResult] = (),
+                    result_drops: Sequence[bytes] = ()) -> None:
+        if not (adds or updates or dones or results or result_drops):
             return
         client = self._require()
         job_key = self.job_key
-        keys = [self.key_seq, self.key_order]
-        args: list[bytes | int] = [len(adds), len(updates)]
+        kept = {r.handle: r for r in results}  # one per handle, the last one given winning
+        keys = [self.key_seq, self.key_order, self.key_results]
+        args: list[bytes | int | str] = [len(adds), len(updates), len(dones), len(kept)]
         for j in adds:
             keys.append(job_key(j.handle))
             args += (j.handle, j.function, j.unique, j.priority, j.data, j.when, j.reducer, j.retries)
@@ -363,6 +449,15 @@ class RedisStore(Store):
             args.append(retries)
         for handle in dones:
             keys.append(job_key(handle))
+            args.append(handle)
+        for result in kept.values():
+            handle, function, unique, state, finished, record = result_row(result)
+            keys.append(self.result_key(handle))
+            # a score Redis takes (it refuses nan, which would fail the script half-way)
+            args += (handle, function, unique, state, repr(finished) if math.isfinite(finished) else "0",
+                     record)
+        for handle in result_drops:
+            keys.append(self.result_key(handle))
             args.append(handle)
         try:
             await client.eval(_APPLY, len(keys), *keys, *args)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import logging
 import marshal
 import os
 import signal
@@ -34,10 +35,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from geartrain.server.stores.base import Store, StoredJob, StoreError
+from geartrain.results import JobResult
+from geartrain.server.stores.base import Store, StoredJob, StoreError, result_from_record, result_row
 from geartrain.server.stores.url import StoreURL
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("geartrain.server")
+
+SCHEMA_VERSION = 2
 
 #: schema version -> statements taking the previous version to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -52,6 +56,17 @@ MIGRATIONS: dict[int, list[str]] = {
             when_to_run INTEGER NOT NULL DEFAULT 0,
             reducer     BLOB NOT NULL DEFAULT x'',
             retries     INTEGER NOT NULL DEFAULT 0
+        )""",
+    ],
+    2: [
+        # results of ended jobs (geartrain.results; record is its JSON)
+        """CREATE TABLE IF NOT EXISTS geartrain_results (
+            handle      BLOB PRIMARY KEY,
+            function    BLOB NOT NULL,
+            unique_key  BLOB NOT NULL,
+            state       TEXT NOT NULL,
+            finished    REAL NOT NULL,
+            record      TEXT NOT NULL
         )""",
     ],
 }
@@ -115,14 +130,16 @@ class SQLiteFile:
             "SELECT handle, function, unique_key, data, priority, when_to_run, reducer, retries "
             "FROM geartrain_jobs ORDER BY seq").fetchall()
 
-    def apply(self, requests: Sequence[tuple[list[Any], list[tuple[bytes, int]], list[bytes]]]) -> None:
+    def apply(self, requests: Sequence[tuple[list[Any], list[tuple[bytes, int]], list[bytes],
+                                             list[tuple[Any, ...]], list[bytes]]]) -> None:
         """Several apply requests, in order, in ONE transaction (one flush).
-        Each is ``(flat_adds, updates, dones)``; *flat_adds* holds the 8 column
-        values of each new job, one after the other."""
+        Each is ``(flat_adds, updates, dones, result_rows, result_drops)``;
+        *flat_adds* holds the 8 column values of each new job, one after the
+        other; *result_rows* are ``base.result_row()`` tuples."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            for flat_adds, updates, dones in requests:
+            for flat_adds, updates, dones, result_rows, result_drops in requests:
                 # multi-row statements: far fewer steps than one per row
                 step = _ROWS_PER_INSERT * _COLUMNS
                 for i in range(0, len(flat_adds), step):
@@ -135,6 +152,14 @@ class SQLiteFile:
                     handles = dones[i:i + _ROWS_PER_DELETE]
                     marks = ",".join("?" * len(handles))
                     db.execute(f"DELETE FROM geartrain_jobs WHERE handle IN ({marks})", handles)
+                if result_rows:
+                    db.executemany("INSERT OR REPLACE INTO geartrain_results (handle, function, "
+                                   "unique_key, state, finished, record) VALUES (?,?,?,?,?,?)",
+                                   result_rows)
+                for i in range(0, len(result_drops), _ROWS_PER_DELETE):
+                    handles = result_drops[i:i + _ROWS_PER_DELETE]
+                    marks = ",".join("?" * len(handles))
+                    db.execute(f"DELETE FROM geartrain_results WHERE handle IN ({marks})", handles)
             db.execute("COMMIT")
         except BaseException:
             try:
@@ -142,6 +167,10 @@ class SQLiteFile:
             except sqlite3.Error:
                 pass
             raise
+
+    def load_results(self) -> list[tuple[Any, ...]]:
+        return self.db.execute("SELECT handle, function, unique_key, record FROM geartrain_results "
+                               "ORDER BY finished, handle").fetchall()
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM geartrain_jobs").fetchone()[0])
@@ -229,6 +258,8 @@ def helper_main() -> int:
                     raise StoreError("the file is not open")
                 elif op == "replay":
                     result = file.replay()
+                elif op == "load_results":
+                    result = file.load_results()
                 elif op == "count":
                     result = file.count()
                 else:
@@ -374,12 +405,24 @@ class SQLiteStore(Store):
                 for h, f, u, d, p, w, r, n in rows]
 
     async def apply(self, adds: Sequence[StoredJob], updates: Sequence[tuple[bytes, int]],
-                    dones: Sequence[bytes]) -> None:
+                    dones: Sequence[bytes], results: Sequence[JobResult] = (),
+                    result_drops: Sequence[bytes] = ()) -> None:
         flat: list[Any] = []
         extend = flat.extend
         for j in adds:
             extend((j.handle, j.function, j.unique, j.priority, j.data, j.when, j.reducer, j.retries))
-        await self._call("apply", flat, list(updates), list(dones))
+        await self._call("apply", flat, list(updates), list(dones),
+                         [result_row(r) for r in results], list(result_drops))
+
+    async def load_results(self) -> list[JobResult]:
+        kept: list[JobResult] = []
+        for handle, function, unique, record in await self._call("load_results"):
+            try:
+                kept.append(result_from_record(record, handle, function, unique))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.error("store %s: the kept result of %r is damaged (%s: %s); left in place, "
+                          "not loaded", self.describe(), bytes(handle), type(exc).__name__, exc)
+        return kept
 
     async def count(self) -> int:
         return int(await self._call("count"))
