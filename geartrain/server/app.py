@@ -8,6 +8,7 @@ import os
 import resource
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from geartrain import __version__
 from geartrain.server import logs
@@ -17,8 +18,14 @@ from geartrain.server.core.settings import CoreSettings
 from geartrain.server.network import KeepAlive, Network
 from geartrain.server.stores import Store, StoreError, StoreURLError, create_store, parse_store_url
 from geartrain.server.stores.committer import Committer
+from geartrain.server.stores.url import check_private, read_password_file
+
+if TYPE_CHECKING:
+    from geartrain.server.http import HttpFrontend
 
 log = logging.getLogger("geartrain.server")
+
+DEFAULT_HTTP_PORT = 8080
 
 
 def core_settings(config: ServerConfig) -> CoreSettings:
@@ -50,6 +57,7 @@ class ServerProcess:
         self.network: Network | None = None
         self.store: Store | None = None
         self.committer: Committer | None = None
+        self.http: HttpFrontend | None = None
 
     async def serve(self, ready: asyncio.Event | None = None) -> int:
         config = self.config
@@ -63,10 +71,16 @@ class ServerProcess:
         )
         if not await self._open_store():
             return 1
+        # HTTP first: once the Gearman port answers, everything does
+        if not await self._start_http():
+            await self._close_store()
+            return 1
         try:
             addresses = await network.listen(config.listen or None, config.port, config.backlog)
         except OSError as exc:
             log.critical("cannot listen on port %d: %s", config.port, exc.strerror or exc)
+            if self.http is not None:
+                await self.http.stop()
             await self._close_store()
             return 1
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -80,6 +94,45 @@ class ServerProcess:
         await self.stopping.wait()
         await self._shutdown()
         return 0
+
+    async def _start_http(self) -> bool:
+        """HTTP on this loop (unless --no-http). False: cannot start as asked."""
+        config = self.config
+        if config.no_http:
+            return True
+        token = None
+        if config.http_token_file:
+            try:
+                check_private(config.http_token_file)
+                token = read_password_file(config.http_token_file).strip()
+            except (StoreURLError, OSError) as exc:
+                log.critical("--http-token-file: %s", str(exc).replace("a password", "a token"))
+                return False
+            if not token:
+                log.critical("--http-token-file %s is empty", config.http_token_file)
+                return False
+        from geartrain.server.http import HttpFrontend  # aiohttp costs ~0.2 s to import
+
+        assert self.network is not None and self.store is not None
+        committer = self.committer
+        http = HttpFrontend(self.core, self.network.request_flush, version=__version__,
+                            store=self.store.describe(), token=token,
+                            store_latency=lambda: committer.latency if committer is not None else None)
+        port = config.http_port if config.http_port is not None else DEFAULT_HTTP_PORT
+        try:
+            addresses = await http.start(config.http_listen or ["127.0.0.1"], port)
+        except OSError as exc:
+            if config.http_port is None:
+                log.warning("no HTTP: cannot listen on port %d (%s); give --http-port, or --no-http",
+                            port, exc.strerror or exc)
+                return True
+            log.critical("cannot listen on HTTP port %d: %s", port, exc.strerror or exc)
+            return False
+        self.http = http
+        log.log(logs.NOTICE, "HTTP on %s (dashboard /, API /api, /metrics)%s",
+                ", ".join(f"http://{_fmt(a)}" for a in addresses),
+                "; submitting and cancelling need the token" if token else "")
+        return True
 
     async def _open_store(self) -> bool:
         """Open the store and replay its jobs into the core, before any connection."""
@@ -152,6 +205,8 @@ class ServerProcess:
         assert self.network is not None
         network, core = self.network, self.core
         network.close_listeners()
+        if self.http is not None:
+            await self.http.stop()
         core.start_draining()
         running = core.running_jobs
         if running:

@@ -182,6 +182,17 @@ OPTIONS: tuple[Option, ...] = (
            int, metavar="N"),
     Option("keep_foreground_results", ("--keep-foreground-results",),
            "keep the results of foreground jobs too", parse_bool, "flag"),
+    Option("http_port", ("--http-port",),
+           "port of the HTTP API, dashboard, /metrics and gearmand's HTTP protocol (default 8080; "
+           "if the default port is taken the server warns and runs without HTTP)", int, metavar="PORT"),
+    Option("http_listen", ("--http-listen",),
+           "address the HTTP port listens on; repeat for several (default 127.0.0.1)",
+           str, "list", "ADDRESS"),
+    Option("no_http", ("--no-http",), "serve no HTTP at all", parse_bool, "flag"),
+    Option("http_token_file", ("--http-token-file",),
+           "require Authorization: Bearer TOKEN (the file's content) to submit or cancel over HTTP, "
+           "and to read from other addresses than loopback; the file must not be readable by others",
+           str, metavar="FILE"),
     Option("shutdown_timeout", ("--shutdown-timeout",),
            "on SIGTERM, seconds to let running jobs finish before exiting (default 30)",
            float, metavar="SECONDS"),
@@ -220,6 +231,10 @@ class ServerConfig:
     result_max_bytes: int = 1 << 20
     result_max_count: int = 100_000
     keep_foreground_results: bool = False
+    http_port: int | None = None
+    http_listen: list[str] = dataclasses.field(default_factory=list)
+    no_http: bool = False
+    http_token_file: str | None = None
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port <= 65535:
@@ -240,6 +255,8 @@ class ServerConfig:
             raise ConfigError("--result-ttl must be > 0")
         if self.result_max_count < 1:
             raise ConfigError("--result-max-count must be >= 1")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise ConfigError(f"--http-port {self.http_port}: not a TCP port")
         return self
 
     def store_location(self) -> str:
