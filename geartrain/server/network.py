@@ -166,6 +166,8 @@ class Network:
         """Write every reply the core produced since the last flush."""
         self.flush_pending = False
         core = self.core
+        if core.pending_results:
+            core.file_results()  # (may answer WAIT_RESULT requests: before writing)
         dirty = core.dirty
         if dirty:
             core.dirty = []

@@ -48,7 +48,7 @@ class Job:
         "handle", "function", "unique", "data", "priority", "background", "when",
         "reducer", "listeners", "worker", "numerator", "denominator", "retries",
         "state", "ignored", "attempt", "stored", "waiters", "submitted", "trace",
-        "queued_at", "started_at",
+        "queued_at", "started_at", "outcome", "result", "finished",
     )
 
     def __init__(
@@ -88,8 +88,14 @@ class Job:
         #: data, warnings and attempts so far (a results.Trace, from the first attempt)
         self.trace: Any = None
         #: monotonic time it became runnable (last), and its current attempt started
+        #: (on the wall clock once the job ended and its result is kept)
         self.queued_at = 0.0
         self.started_at = 0.0
+        #: once ended with its result kept (the job itself is then the record,
+        #: see core/results.py): how it ended, its payload, when (wall clock)
+        self.outcome = ""
+        self.result = b""
+        self.finished = 0.0
 
     def __repr__(self) -> str:
         return (

@@ -18,11 +18,16 @@ holds more than ``max_count``.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
 
 from geartrain.results import CANCELLED, COMPLETED, EXCEPTION, FAILED, JobResult
 
-__all__ = ["CANCELLED", "COMPLETED", "EXCEPTION", "FAILED", "JobResult", "Record", "ResultBook", "Trace",
-           "record_of", "result_of"]
+if TYPE_CHECKING:
+    from geartrain.server.core.job import Job
+
+__all__ = ["CANCELLED", "COMPLETED", "EXCEPTION", "FAILED", "Entry", "JobResult", "Record", "ResultBook",
+           "Trace", "record_of", "result_of"]
 
 
 class Trace:
@@ -73,6 +78,34 @@ Record = tuple[bytes, bytes, bytes, str, bytes, tuple[bytes, ...], tuple[bytes, 
 # (indexes used below: 0 handle, 1 function, 2 unique, 10 finished)
 
 
+#: What the book holds per result: a Record, or the Job itself when a worker
+#: ended it (then nothing else refers to it, and filing it costs nothing)
+Entry = Union["Job", Record]
+
+
+def _key(entry: Entry) -> tuple[bytes, bytes, bytes, float]:
+    """(handle, function, unique, finished) of an entry."""
+    if type(entry) is tuple:
+        return entry[0], entry[1], entry[2], entry[10]
+    job: Job = entry  # type: ignore[assignment]
+    return job.handle, job.function.name, job.unique, job.finished
+
+
+def result_of_entry(entry: Entry) -> JobResult:
+    if type(entry) is tuple:
+        return JobResult(*entry)
+    job: Job = entry  # type: ignore[assignment]
+    trace = job.trace
+    attempts: tuple[float, ...] = trace.attempts if trace is not None else ()
+    if job.started_at:
+        attempts += (job.started_at,)  # (on the wall clock once recorded)
+    return JobResult(job.handle, job.function.name, job.unique, job.outcome, job.result,
+                     list(trace.data or ()) if trace is not None else [],
+                     list(trace.warnings or ()) if trace is not None else [],
+                     job.numerator, job.denominator, job.submitted, job.finished, list(attempts),
+                     trace.truncated_bytes if trace is not None else 0, job.background, job.priority)
+
+
 def record_of(result: JobResult) -> Record:
     return (result.handle, result.function, result.unique, result.state, result.result,
             tuple(result.data), tuple(result.warnings), result.numerator, result.denominator,
@@ -93,7 +126,7 @@ class ResultBook:
     def __init__(self, ttl: float, max_count: int) -> None:
         self.ttl = ttl
         self.max_count = max_count
-        self.by_handle: dict[bytes, Record] = {}
+        self.by_handle: dict[bytes, Entry] = {}
         #: the unique-key indexes are built on the first look-up by unique key
         #: (most servers never make one) and kept up to date from then on
         self.indexed = False
@@ -109,15 +142,15 @@ class ResultBook:
     def __len__(self) -> int:
         return len(self.by_handle)
 
-    def add(self, record: Record) -> list[bytes]:
-        """File *record*; returns the handles forgotten to make room."""
-        handle = record[0]
+    def add(self, entry: Entry) -> list[bytes]:
+        """File *entry*; returns the handles forgotten to make room."""
+        handle = entry[0] if type(entry) is tuple else entry.handle  # type: ignore[union-attr]
         by_handle = self.by_handle
         if handle not in by_handle:  # (filed again when replayed: keep its place)
             self._order.append(handle)
-        by_handle[handle] = record
-        if self.indexed and record[2]:
-            self._index(record)
+        by_handle[handle] = entry
+        if self.indexed:
+            self._index(entry)
         if len(by_handle) <= self.max_count:
             return _NONE
         dropped: list[bytes] = []
@@ -128,23 +161,44 @@ class ResultBook:
                 self.evicted += 1
         return dropped
 
-    def _index(self, record: Record) -> None:
-        handle, unique = record[0], record[2]
-        self.by_unique[(record[1], unique)] = handle
-        self.by_unique_any[unique] = handle
+    def add_all(self, entries: Sequence[Entry]) -> list[bytes]:
+        """File *entries* (a batch, oldest first); the handles forgotten to make room."""
+        by_handle, order = self.by_handle, self._order
+        for entry in entries:
+            handle = entry[0] if type(entry) is tuple else entry.handle  # type: ignore[union-attr]
+            if handle not in by_handle:  # (filed again when replayed: keep its place)
+                order.append(handle)
+            by_handle[handle] = entry
+            if self.indexed:
+                self._index(entry)
+        if len(by_handle) <= self.max_count:
+            return _NONE
+        dropped: list[bytes] = []
+        while len(by_handle) > self.max_count:
+            old = self._forget_oldest()
+            if old is not None:
+                dropped.append(old)
+                self.evicted += 1
+        return dropped
+
+    def _index(self, entry: Entry) -> None:
+        handle, function, unique, _ = _key(entry)
+        if unique:
+            self.by_unique[(function, unique)] = handle
+            self.by_unique_any[unique] = handle
 
     def get(self, handle: bytes) -> JobResult | None:
-        record = self.by_handle.get(handle)
-        return JobResult(*record) if record is not None else None
+        entry = self.by_handle.get(handle)
+        return result_of_entry(entry) if entry is not None else None
 
     def find_unique(self, unique: bytes, function: bytes | None = None) -> JobResult | None:
         """The latest result with *unique* (in *function*, or in any function)."""
         if not self.indexed:
             self.indexed = True
             for filed in self._order:
-                record = self.by_handle.get(filed)
-                if record is not None and record[2]:
-                    self._index(record)
+                entry = self.by_handle.get(filed)
+                if entry is not None:
+                    self._index(entry)
         if function is not None:
             found = self.by_unique.get((function, unique))
         else:
@@ -157,8 +211,8 @@ class ResultBook:
         order, by_handle = self._order, self.by_handle
         limit = now - self.ttl
         while order:
-            record = by_handle.get(order[0])
-            if record is not None and record[10] > limit:
+            entry = by_handle.get(order[0])
+            if entry is not None and _key(entry)[3] > limit:
                 break
             old = self._forget_oldest()
             if old is not None:
@@ -168,19 +222,19 @@ class ResultBook:
     def next_expiry(self) -> float | None:
         """Wall-clock time the oldest result expires (None: the book is empty)."""
         for handle in self._order:
-            record = self.by_handle.get(handle)
-            if record is not None:
-                return record[10] + self.ttl
+            entry = self.by_handle.get(handle)
+            if entry is not None:
+                return _key(entry)[3] + self.ttl
         return None
 
     def _forget_oldest(self) -> bytes | None:
         handle = self._order.popleft()
-        record = self.by_handle.pop(handle, None)
-        if record is None:
+        entry = self.by_handle.pop(handle, None)
+        if entry is None:
             return None
-        unique = record[2]
+        _, function, unique, _ = _key(entry)
         if unique and self.indexed:
-            key = (record[1], unique)
+            key = (function, unique)
             if self.by_unique.get(key) == handle:
                 del self.by_unique[key]
             if self.by_unique_any.get(unique) == handle:

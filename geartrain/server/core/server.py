@@ -46,7 +46,7 @@ from geartrain.server.core.results import (
     ResultBook,
     Trace,
     record_of,
-    result_of,
+    result_of_entry,
 )
 from geartrain.server.core.settings import (
     MAX_ABILITIES,
@@ -205,6 +205,8 @@ class JobServer:
         self._keep_fg = settings.keep_results and settings.keep_foreground_results
         self._result_max_bytes = settings.result_max_bytes
         self._results_timer = False
+        #: jobs a worker just ended whose results are to be filed (file_results)
+        self.pending_results: list[Job] = []
         #: WAIT_RESULT requests: handle -> the peers waiting (and how many times)
         self.result_waiters: dict[bytes, dict[Peer, int]] = {}
         self._extension: dict[int, Callable[[Peer, bytes], None]] = {
@@ -528,7 +530,7 @@ class JobServer:
     def _finish(self, job: Job) -> None:
         """Forget a job that ended (its running count is adjusted by the caller)."""
         job.state = FINISHED
-        if self.result_waiters:
+        if self.result_waiters and not job.outcome:  # (a kept one is answered when filed)
             self._answer_waiters(job.handle)
         if job.stored:
             job.stored = False
@@ -543,6 +545,8 @@ class JobServer:
             for peer in listeners:
                 peer.listening.discard(job)
             job.listeners = None
+        if job.outcome:
+            job.data = b""  # kept as its own result record: the workload is not part of it
 
     def _forget_stored(self, job: Job) -> None:
         """The job must not come back after a crash: delete its row now, not
@@ -560,44 +564,78 @@ class JobServer:
         stats.ran.observe(self.clock() - job.started_at)
 
     def _record(self, job: Job, state: str, payload: bytes = b"") -> None:
-        """File the result of a kept job that just ended (once)."""
-        # (on the path of every kept job: each attribute look-up counts)
-        cut = 0
+        """The result of a kept job that just ended is to be kept (once).
+
+        A job a worker just ended (completed, failed, exception) is finished
+        at once: the Job object itself becomes the record (nothing else
+        refers to it any more), and :meth:`file_results` files it in the
+        book at the end of the batch, with every job ended in it: a few
+        attribute stores on the path of each job. A job cancelled or dropped
+        while it may still change gets a snapshot (a tuple), filed now."""
         if len(payload) > self._result_max_bytes:
-            cut = len(payload) - self._result_max_bytes
+            trace = job.trace
+            if trace is None:
+                trace = job.trace = Trace(self._result_max_bytes)
+            trace.truncated_bytes += len(payload) - self._result_max_bytes
             payload = payload[:self._result_max_bytes]
+        if state == COMPLETED or state == EXCEPTION or (state == FAILED and job.worker is not None):
+            job.outcome = state
+            job.result = payload
+            job.worker = None  # (the record must not keep a connection's objects alive)
+            self.pending_results.append(job)
+            return
+        self.file_results()  # (in order)
         now = self.wallclock()
         started = job.started_at
         # the attempt under way (if any) started at started_at; lost ones are in the trace
         current = (started + (now - self.clock()),) if started else ()
         trace = job.trace
-        if trace is None:
-            record: Record = (job.handle, job.function.name, job.unique, state, payload, (), (),
-                              job.numerator, job.denominator, job.submitted, now, current,
-                              cut, job.background, job.priority)
-        else:
-            record = (job.handle, job.function.name, job.unique, state, payload,
-                      tuple(trace.data) if trace.data else (),
-                      tuple(trace.warnings) if trace.warnings else (),
-                      job.numerator, job.denominator, job.submitted, now,
-                      trace.attempts + current, cut + trace.truncated_bytes, job.background, job.priority)
-            job.trace = None
+        record: Record = (job.handle, job.function.name, job.unique, state, payload,
+                          tuple(trace.data or ()) if trace is not None else (),
+                          tuple(trace.warnings or ()) if trace is not None else (),
+                          job.numerator, job.denominator, job.submitted, now,
+                          trace.attempts + current if trace is not None else current,
+                          trace.truncated_bytes if trace is not None else 0, job.background, job.priority)
         job.submitted = 0.0  # recorded: whatever the job still does is not
-        dropped = self.results.add(record)
+        job.trace = None
+        self._file([record])
+
+    def file_results(self) -> None:
+        """File the results of the jobs ended since the last call (the network
+        layer calls this once per loop turn, before it writes; every look-up
+        calls it first)."""
+        pending = self.pending_results
+        if not pending:
+            return
+        self.pending_results = []
+        now = self.wallclock()
+        offset = now - self.clock()
+        for job in pending:
+            job.finished = now
+            if job.started_at:
+                job.started_at += offset  # on the wall clock from now on
+        self._file(pending)
+
+    def _file(self, entries: Sequence[Job | Record]) -> None:
+        results = self.results
+        dropped = results.add_all(entries)
         if self.result_waiters:
-            self._answer_waiters(job.handle)
+            for entry in entries:
+                self._answer_waiters(entry[0] if type(entry) is tuple else entry.handle)  # type: ignore[union-attr]
         if self.durable:
-            self.store_results.append(result_of(record))
+            for entry in entries:
+                self.store_results.append(result_of_entry(entry))
             self.store_result_drops.extend(dropped)
         if not self._results_timer:
             self._results_timer = True
-            self.timers.add(self.clock() + self.results.ttl, _timers.RESULTS_EXPIRE, None)
+            self.timers.add(self.clock() + results.ttl, _timers.RESULTS_EXPIRE, None)
 
     def _wall(self, monotonic: float) -> float:
         """The wall-clock time of a time on the monotonic :attr:`clock`."""
         return monotonic + (self.wallclock() - self.clock())
 
     def _expire_results(self) -> None:
+        self.file_results()
         dropped = self.results.expire(self.wallclock())
         if dropped and self.durable:
             self.store_result_drops.extend(dropped)
@@ -611,6 +649,7 @@ class JobServer:
         """Results read back from the durable store at start-up (before any
         connection), after :meth:`restore`; expired ones are dropped from the
         store. Returns how many were kept."""
+        self.file_results()
         now = self.wallclock()
         count = 0
         drops = self.store_result_drops if self.durable else []
@@ -1148,9 +1187,9 @@ class JobServer:
             pkt = _header(RES, _WORK_COMPLETE, len(body)) + body
             for listener in listeners:
                 self._send(listener, pkt)
+        self._ended(job, _stats.COMPLETED)
         if job.submitted:
             self._record(job, COMPLETED, body[len(handle) + 1:])
-        self._ended(job, _stats.COMPLETED)
         self._finish(job)
 
     def _work_fail(self, peer: Peer, body: bytes) -> None:
@@ -1162,9 +1201,9 @@ class JobServer:
             self._send(peer, _ERR_HANDLE_TOO_LARGE if len(handle) >= 64 else _ERR_RESULT_NOT_FOUND)
             return
         self._fail_listeners(job)
+        self._ended(job, _stats.FAILED)
         if job.submitted:
             self._record(job, FAILED)
-        self._ended(job, _stats.FAILED)
         self._finish(job)
 
     def _work_exception(self, peer: Peer, body: bytes) -> None:
@@ -1183,9 +1222,9 @@ class JobServer:
             fail = _res(_T.WORK_FAIL, handle)  # gearmand #108: no stray trailing NUL
             for listener in job.listeners:
                 self._send(listener, exc if listener.exceptions else fail)
+        self._ended(job, _stats.EXCEPTION)
         if job.submitted:
             self._record(job, EXCEPTION, body[len(handle) + 1:])
-        self._ended(job, _stats.EXCEPTION)
         self._finish(job)
 
     # ----------------------------------------------------------------- status
@@ -1242,6 +1281,7 @@ class JobServer:
     def describe(self, handle: bytes) -> JobResult | None:
         """What the server knows of *handle*: a live job (queued, scheduled,
         running) or the kept result of an ended one; None if neither."""
+        self.file_results()
         job = self.jobs.get(handle)
         if job is not None and job.state != STORING and job.state != FINISHED and not job.ignored:
             return self._live(job)
@@ -1250,6 +1290,7 @@ class JobServer:
     def describe_unique(self, unique: bytes, function: bytes | None = None) -> JobResult | None:
         """As :meth:`describe`, by unique key (in *function*, or in any): the
         live job if there is one, else the latest kept result."""
+        self.file_results()
         job: Job | None
         if function is not None:
             f = self.functions.get(function)
@@ -1283,6 +1324,7 @@ class JobServer:
         self._send(peer, self._result_packet(body, self.describe(body)))
 
     def _wait_result(self, peer: Peer, body: bytes) -> None:
+        self.file_results()
         result = self.describe(body)
         if result is not None and not result.done:
             waiting = self.result_waiters.setdefault(body, {})
@@ -1308,6 +1350,7 @@ class JobServer:
     def _attach_job(self, peer: Peer, body: bytes) -> None:
         """Listen to a live job as its foreground clients do: its WORK_STATUS,
         WORK_DATA, WORK_WARNING and final WORK_* packets come to *peer* too."""
+        self.file_results()
         job = self.jobs.get(body)
         if job is None or job.state == STORING or job.state == FINISHED or job.ignored:
             result = self.results.get(body)

@@ -33,8 +33,10 @@ class Conn:
 
     # -- sending
     def feed(self, data: bytes) -> None:
-        """Bytes as they would arrive from the socket."""
+        """Bytes as they would arrive from the socket (then, as the network
+        layer's flush does, the results of jobs that ended are filed)."""
         self.server.receive(self.peer, self.decoder.feed(data))
+        self.server.file_results()
 
     def send(self, ptype: int, *args: bytes, magic: bytes = REQ) -> None:
         self.feed(encode(ptype, *args, magic=magic))
