@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import resource
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("geartrain.server")
 
 DEFAULT_HTTP_PORT = 8080
+#: gc thresholds while serving (Python's default is 700, 10, 10)
+GC_THRESHOLD = (10_000, 20, 20)
 
 
 def core_settings(config: ServerConfig) -> CoreSettings:
@@ -89,6 +92,7 @@ class ServerProcess:
         assert self.store is not None
         log.log(logs.NOTICE, "geartrain %s listening on %s (store: %s, pid %d)",
                 __version__, ", ".join(_fmt(a) for a in addresses), self.store.describe(), os.getpid())
+        tune_gc()
         if ready is not None:
             ready.set()
         await self.stopping.wait()
@@ -235,6 +239,23 @@ class ServerProcess:
 def _fmt(address: tuple[str, int]) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def tune_gc() -> None:
+    """Start-up is over: the objects made so far (modules, the replayed queue)
+    live as long as the process, so the cyclic garbage collector stops
+    scanning them (``gc.freeze``), and it runs less often: a server holds
+    many long-lived objects (queued jobs), and each full collection walks
+    them all. GEARTRAIN_GC_THRESHOLD=a,b,c overrides the thresholds."""
+    text = os.environ.get("GEARTRAIN_GC_THRESHOLD", "")
+    try:
+        a, b, c = (int(x) for x in text.split(",")) if text else GC_THRESHOLD
+    except ValueError:
+        log.warning("GEARTRAIN_GC_THRESHOLD=%r: expected three integers", text)
+        a, b, c = GC_THRESHOLD
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(a, b, c)
 
 
 def install_event_loop_policy() -> str:
