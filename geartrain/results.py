@@ -80,7 +80,7 @@ class JobResult:
             "warnings": [payload_json(c) for c in self.warnings],
             "numerator": self.numerator,
             "denominator": self.denominator,
-            "submitted_at": self.submitted or None,
+            "submitted_at": self.submitted if self.submitted > 0 else None,  # -1: not known
             "finished_at": self.finished or None,
             "attempts": len(self.attempts),
             "attempt_started_at": list(self.attempts),

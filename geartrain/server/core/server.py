@@ -1009,6 +1009,9 @@ class JobServer:
             job = Job(r.handle, f, r.unique, r.data, r.priority, True, r.when, r.reducer)
             job.retries = r.retries
             job.stored = True
+            job.queued_at = self.clock()
+            if self._keep_bg:
+                job.submitted = -1.0  # kept; when it was submitted, the queue does not say
             self.jobs[r.handle] = job
             if r.unique and f.coalesce_target(r.unique, r.data) is None:
                 f.index(job)

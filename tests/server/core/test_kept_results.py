@@ -325,3 +325,20 @@ def test_results_read_back_at_start_are_kept_unless_expired_and_handles_move_on(
     assert bg_stored(d) == b"H:test:42"  # never a handle a kept result answers to
     d.advance(91)
     assert d.admin(b"result H:test:41") == b"ERR UNKNOWN_JOB\r\n"
+
+
+def test_a_job_replayed_from_the_store_keeps_its_result_too() -> None:
+    from geartrain.server.stores.base import StoredJob
+
+    d = Driver()
+    d.server.restore([StoredJob(b"H:test:5", b"f", b"k", b"data", 1)])
+    w = d.worker(b"f")
+    assert w.take()[0] == b"H:test:5"
+    d.advance(3)
+    w.complete(b"H:test:5", b"after the restart")
+    doc = result_of(d, b"H:test:5")
+    assert doc["state"] == "completed" and text(doc["result"]) == b"after the restart"
+    assert doc["submitted_at"] is None  # the queue tables do not record it
+    assert doc["attempt_started_at"] == [WALL0]
+    # its time in queue counts from the replay, not from the clock's epoch
+    assert d.function(b"f").stats.waited.sum < 1.0
