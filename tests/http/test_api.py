@@ -279,9 +279,11 @@ def test_metrics_count_jobs_and_export_gearman_exporter_names(served: Served) ->
         assert m[("geartrain_results_kept", ())] == 2
 
 
-def test_events_stream_snapshots(served: Served) -> None:
-    _, port = served
+def test_events_stream_history_then_snapshots(served: Served) -> None:
+    srv, port = served
     request(port, "POST", "/api/jobs", {"function": "ev"})
+    finish(srv, "ev", ("WORK_COMPLETE", (b"ok",)))
+    time.sleep(1.2)  # the server samples its counters once a second
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
     data = b""
@@ -291,9 +293,15 @@ def test_events_stream_snapshots(served: Served) -> None:
         data += chunk
     s.close()
     assert b"text/event-stream" in data
-    first = data.split(b"data: ", 1)[1].split(b"\n", 1)[0]
-    snapshot = json.loads(first)
-    assert [f["name"] for f in snapshot["functions"]] == ["ev"]
+    events = {}
+    for block in data.split(b"\n\n"):
+        lines = dict(line.split(b": ", 1) for line in block.splitlines() if b": " in line)
+        if b"event" in lines and lines[b"event"] not in events:
+            events[lines[b"event"]] = json.loads(lines[b"data"])
+    history = events[b"history"]
+    assert history and history[-1]["ended"] == {"ev": 1}
+    assert all(a["time"] < b["time"] for a, b in zip(history, history[1:], strict=False))
+    assert [f["name"] for f in events[b"snapshot"]["functions"]] == ["ev"]
 
 
 def test_the_grafana_dashboard_asks_only_for_metrics_the_server_exports(served: Served) -> None:

@@ -23,6 +23,7 @@ import ipaddress
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -45,6 +46,8 @@ RESERVED = frozenset({"", "api", "static", "metrics", "openapi.json", "favicon.i
 #: server-sent event streams open at once, at most
 MAX_EVENT_STREAMS = 64
 EVENT_INTERVAL = 1.0
+#: seconds of throughput the server remembers for the dashboard's chart
+HISTORY_SECONDS = 120
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -74,6 +77,10 @@ class HttpFrontend:
         self.api = Api(core, self._client, lambda: server_info(core, version, self.started, store))
         self.runner: web.AppRunner | None = None
         self.streams = 0
+        #: (time, {function: jobs ended so far}) once a second, so a page
+        #: opened now draws the last two minutes at once
+        self.history: deque[tuple[float, dict[str, int]]] = deque(maxlen=HISTORY_SECONDS + 1)
+        self._sampler: asyncio.Task[None] | None = None
         self.app = self._build()
 
     # -- application
@@ -161,6 +168,16 @@ class HttpFrontend:
         return {"time": time.time(), "functions": functions(self.core), "workers": workers(self.core),
                 "server": server_info(self.core, self.version, self.started, self.store)}
 
+    def _sample(self) -> None:
+        ended = {f.name.decode("utf-8", "replace"): sum(sum(e) for e in f.stats.ended)
+                 for f in self.core.functions.values()}
+        self.history.append((time.time(), ended))
+
+    async def _sample_every_second(self) -> None:
+        while True:
+            self._sample()
+            await asyncio.sleep(EVENT_INTERVAL)
+
     async def _events(self, request: web.Request) -> web.StreamResponse:
         if self.streams >= MAX_EVENT_STREAMS:
             return web.json_response({"error": "too many event streams open"}, status=503)
@@ -169,6 +186,8 @@ class HttpFrontend:
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                    "Cache-Control": "no-cache"})
             await response.prepare(request)
+            history = json.dumps([{"time": t, "ended": e} for t, e in self.history], separators=(",", ":"))
+            await response.write(f"event: history\ndata: {history}\n\n".encode())
             while True:
                 data = json.dumps(self.snapshot(), separators=(",", ":"))
                 await response.write(f"event: snapshot\ndata: {data}\n\n".encode())
@@ -196,9 +215,18 @@ class HttpFrontend:
         except OSError:
             await self.stop()
             raise
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_every_second(),
+                                                               name="geartrain-http-history")
         return bound
 
     async def stop(self) -> None:
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.cancel()
+            try:
+                await sampler
+            except asyncio.CancelledError:
+                pass
         runner, self.runner = self.runner, None
         if runner is not None:
             await runner.cleanup()

@@ -205,7 +205,9 @@ DOCUMENT: dict[str, Any] = {
                                           "content": {"application/json": {"schema": {"type": "object"}}}}}},
         },
         "/api/events": {
-            "get": {"summary": "Server-sent events: a `snapshot` (functions, workers, totals) every second",
+            "get": {"summary": "Server-sent events: first a `history` (jobs ended so far per function, "
+                               "once a second over the last two minutes), then a `snapshot` "
+                               "(functions, workers, totals) every second",
                     "responses": {"200": {"description": "text/event-stream",
                                           "content": {"text/event-stream": {"schema": {"type": "string"}}}}}},
         },

@@ -93,8 +93,23 @@ function drawChart(now) {
   }
 }
 
+// the server's last two minutes of "jobs ended so far" per function, once a second
+function seed(history) {
+  series.clear();
+  for (let i = 1; i < history.length; i++) {
+    const before = history[i - 1], now = history[i];
+    const dt = Math.max(0.001, now.time - before.time);
+    for (const [name, ended] of Object.entries(now.ended)) {
+      const rate = Math.max(0, (ended - (before.ended[name] ?? ended)) / dt);
+      if (!series.has(name)) series.set(name, []);
+      series.get(name).push({ t: now.time, rate });
+    }
+  }
+}
+
 function connect() {
   const events = new EventSource("/api/events");
+  events.addEventListener("history", (e) => seed(JSON.parse(e.data)));
   events.addEventListener("snapshot", (e) => {
     const snapshot = JSON.parse(e.data);
     $("live").classList.add("on");
