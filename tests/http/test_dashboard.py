@@ -126,7 +126,6 @@ def test_jobs_appear_progress_complete_and_can_be_cancelled(served: Served, page
         ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
         " for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }")
     assert drawn > 500, "nothing drawn on the chart"
-    shot(p, "dashboard.png")
 
 
 def test_assets_ship_in_the_package_and_need_no_network(served: Served) -> None:
