@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from geartrain.server.core.job import Job
 
 __all__ = ["CANCELLED", "COMPLETED", "EXCEPTION", "FAILED", "Entry", "JobResult", "Record", "ResultBook",
-           "Trace", "record_of", "result_of"]
+           "Trace", "record_of", "result_of_entry", "result_of_job"]
 
 
 class Trace:
@@ -95,14 +95,21 @@ def result_of_entry(entry: Entry) -> JobResult:
     if type(entry) is tuple:
         return JobResult(*entry)
     job: Job = entry  # type: ignore[assignment]
+    # (started_at is on the wall clock once the result is filed)
+    return result_of_job(job, job.outcome, job.result, job.finished, job.started_at)
+
+
+def result_of_job(job: Job, state: str, payload: bytes, finished: float, started: float) -> JobResult:
+    """What *job* and its trace say, as a JobResult; *started*: the wall-clock
+    start of the attempt under way (0.0: none)."""
     trace = job.trace
-    attempts: tuple[float, ...] = trace.attempts if trace is not None else ()
-    if job.started_at:
-        attempts += (job.started_at,)  # (on the wall clock once recorded)
-    return JobResult(job.handle, job.function.name, job.unique, job.outcome, job.result,
+    attempts = list(trace.attempts) if trace is not None else []
+    if started:
+        attempts.append(started)
+    return JobResult(job.handle, job.function.name, job.unique, state, payload,
                      list(trace.data or ()) if trace is not None else [],
                      list(trace.warnings or ()) if trace is not None else [],
-                     job.numerator, job.denominator, job.submitted, job.finished, list(attempts),
+                     job.numerator, job.denominator, job.submitted, finished, attempts,
                      trace.truncated_bytes if trace is not None else 0, job.background, job.priority)
 
 
@@ -111,10 +118,6 @@ def record_of(result: JobResult) -> Record:
             tuple(result.data), tuple(result.warnings), result.numerator, result.denominator,
             result.submitted, result.finished, tuple(result.attempts), result.truncated_bytes,
             result.background, result.priority)
-
-
-def result_of(record: Record) -> JobResult:
-    return JobResult(*record)
 
 
 _NONE: list[bytes] = []  # (never appended to)
@@ -142,26 +145,7 @@ class ResultBook:
     def __len__(self) -> int:
         return len(self.by_handle)
 
-    def add(self, entry: Entry) -> list[bytes]:
-        """File *entry*; returns the handles forgotten to make room."""
-        handle = entry[0] if type(entry) is tuple else entry.handle  # type: ignore[union-attr]
-        by_handle = self.by_handle
-        if handle not in by_handle:  # (filed again when replayed: keep its place)
-            self._order.append(handle)
-        by_handle[handle] = entry
-        if self.indexed:
-            self._index(entry)
-        if len(by_handle) <= self.max_count:
-            return _NONE
-        dropped: list[bytes] = []
-        while len(by_handle) > self.max_count:
-            old = self._forget_oldest()
-            if old is not None:
-                dropped.append(old)
-                self.evicted += 1
-        return dropped
-
-    def add_all(self, entries: Sequence[Entry]) -> list[bytes]:
+    def add(self, entries: Sequence[Entry]) -> list[bytes]:
         """File *entries* (a batch, oldest first); the handles forgotten to make room."""
         by_handle, order = self.by_handle, self._order
         for entry in entries:

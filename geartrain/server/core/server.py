@@ -47,6 +47,7 @@ from geartrain.server.core.results import (
     Trace,
     record_of,
     result_of_entry,
+    result_of_job,
 )
 from geartrain.server.core.settings import (
     MAX_ABILITIES,
@@ -587,15 +588,8 @@ class JobServer:
         self.file_results()  # (in order)
         now = self.wallclock()
         started = job.started_at
-        # the attempt under way (if any) started at started_at; lost ones are in the trace
-        current = (started + (now - self.clock()),) if started else ()
-        trace = job.trace
-        record: Record = (job.handle, job.function.name, job.unique, state, payload,
-                          tuple(trace.data or ()) if trace is not None else (),
-                          tuple(trace.warnings or ()) if trace is not None else (),
-                          job.numerator, job.denominator, job.submitted, now,
-                          trace.attempts + current if trace is not None else current,
-                          trace.truncated_bytes if trace is not None else 0, job.background, job.priority)
+        record = record_of(result_of_job(job, state, payload, now,
+                                         started + (now - self.clock()) if started else 0.0))
         job.submitted = 0.0  # recorded: whatever the job still does is not
         job.trace = None
         self._file([record])
@@ -618,7 +612,7 @@ class JobServer:
 
     def _file(self, entries: Sequence[Job | Record]) -> None:
         results = self.results
-        dropped = results.add_all(entries)
+        dropped = results.add(entries)
         if self.result_waiters:
             for entry in entries:
                 self._answer_waiters(entry[0] if type(entry) is tuple else entry.handle)  # type: ignore[union-attr]
@@ -651,16 +645,17 @@ class JobServer:
         store. Returns how many were kept."""
         self.file_results()
         now = self.wallclock()
-        count = 0
         drops = self.store_result_drops if self.durable else []
+        kept: list[Job | Record] = []
         for result in sorted(results, key=lambda r: r.finished):
             # new handles never repeat one a kept result answers to
             self.next_handle = max(self.next_handle, handle_number(result.handle) + 1)
             if result.finished + self.results.ttl <= now:
                 drops.append(result.handle)
-                continue
-            drops.extend(self.results.add(record_of(result)))
-            count += 1
+            else:
+                kept.append(record_of(result))
+        drops.extend(self.results.add(kept))
+        count = len(kept)
         if count and not self._results_timer:
             self._expire_results()
         return count
@@ -1305,17 +1300,8 @@ class JobServer:
         return self.results.find_unique(unique, function)
 
     def _live(self, job: Job) -> JobResult:
-        trace = job.trace
-        attempts = list(trace.attempts) if trace is not None else []
-        if job.started_at:
-            attempts.append(self._wall(job.started_at))
-        return JobResult(
-            job.handle, job.function.name, job.unique, _state_name(job.state),
-            b"", list(trace.data or ()) if trace is not None else [],
-            list(trace.warnings or ()) if trace is not None else [],
-            job.numerator, job.denominator, job.submitted, 0.0, attempts,
-            trace.truncated_bytes if trace is not None else 0, job.background, job.priority,
-        )
+        started = self._wall(job.started_at) if job.started_at else 0.0
+        return result_of_job(job, _state_name(job.state), b"", 0.0, started)
 
     def _result_packet(self, handle: bytes, result: JobResult | None) -> bytes:
         if result is None:
