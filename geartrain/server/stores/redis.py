@@ -349,38 +349,43 @@ class RedisStore(Store):
             log.warning("%s evicts keys under memory pressure (maxmemory-policy %s): stored jobs "
                         "may be dropped; use noeviction", self._where(), policy)
 
-    async def replay(self) -> list[StoredJob]:
+    async def _hashes(self, order: bytes, key: Callable[[bytes], bytes],
+                      what: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The hash of each handle in the sorted set *order*, in its order
+        (read in chunks, pipelined). Handles without a hash are removed from
+        the set, with a warning: there is nothing to load for them."""
         client = self._require()
-        jobs: list[StoredJob] = []
+        found: list[tuple[bytes, dict[bytes, bytes]]] = []
         missing: list[bytes] = []
         start = 0
+        while True:
+            handles = [h for h in await client.zrange(order, start, start + REPLAY_CHUNK - 1)
+                       if isinstance(h, bytes)]
+            if not handles:
+                break
+            start += len(handles)
+            async with client.pipeline(transaction=False) as pipe:
+                for handle in handles:
+                    pipe.hgetall(key(handle))  # HGETALL only: the minimal ACL allows it
+                rows = await pipe.execute()
+            for handle, row in zip(handles, rows, strict=True):
+                if row:
+                    found.append((handle, row))
+                else:
+                    missing.append(handle)
+        if missing:
+            log.warning("%s: %d handle(s) in %s have no %s hash; removed from it",
+                        self._where(), len(missing), order.decode(errors="replace"), what)
+            await client.zrem(order, *missing)
+        return found
+
+    async def replay(self) -> list[StoredJob]:
         try:
-            while True:
-                handles = [h for h in await client.zrange(self.key_order, start,
-                                                          start + REPLAY_CHUNK - 1)
-                           if isinstance(h, bytes)]
-                if not handles:
-                    break
-                start += len(handles)
-                async with client.pipeline(transaction=False) as pipe:
-                    for handle in handles:
-                        pipe.hgetall(self.job_key(handle))
-                    rows = await pipe.execute()
-                for handle, row in zip(handles, rows, strict=True):
-                    if not row:
-                        missing.append(handle)
-                        continue
-                    job = self._decode(handle, row)
-                    if job is not None:
-                        jobs.append(job)
-            if missing:
-                # in the order but without a hash: nothing to run; tidy up
-                log.warning("%s: %d handle(s) in %s have no job hash; removed from the order",
-                            self._where(), len(missing), self.key_order.decode(errors="replace"))
-                await client.zrem(self.key_order, *missing)
+            rows = await self._hashes(self.key_order, self.job_key, "job")
         except (RedisError, OSError) as exc:
             raise self._error(exc) from None
-        return jobs
+        jobs = [self._decode(handle, row) for handle, row in rows]
+        return [job for job in jobs if job is not None]
 
     def _decode(self, handle: bytes, row: dict[bytes, bytes]) -> StoredJob | None:
         try:
@@ -395,40 +400,19 @@ class RedisStore(Store):
             return None
 
     async def load_results(self) -> list[JobResult]:
-        """The kept results, oldest first (read in chunks, like replay)."""
-        client = self._require()
-        kept: list[JobResult] = []
-        missing: list[bytes] = []
-        start = 0
+        """The kept results, oldest first."""
         try:
-            while True:
-                handles = [h for h in await client.zrange(self.key_results, start,
-                                                          start + REPLAY_CHUNK - 1)
-                           if isinstance(h, bytes)]
-                if not handles:
-                    break
-                start += len(handles)
-                async with client.pipeline(transaction=False) as pipe:
-                    for handle in handles:
-                        # HGETALL, not HGET: no command beyond those replay() needs
-                        pipe.hgetall(self.result_key(handle))
-                    rows = await pipe.execute()
-                for handle, row in zip(handles, rows, strict=True):
-                    if not row:
-                        missing.append(handle)
-                        continue
-                    try:
-                        kept.append(result_from_record(row[b"record"], handle, row.get(b"function"),
-                                                       row.get(b"unique")))
-                    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                        log.error("%s: the kept result of %r is damaged (%s: %s); left in place, "
-                                  "not loaded", self._where(), handle, type(exc).__name__, exc)
-            if missing:
-                log.warning("%s: %d handle(s) in %s have no result hash; removed from it",
-                            self._where(), len(missing), self.key_results.decode(errors="replace"))
-                await client.zrem(self.key_results, *missing)
+            rows = await self._hashes(self.key_results, self.result_key, "result")
         except (RedisError, OSError) as exc:
             raise self._error(exc) from None
+        kept: list[JobResult] = []
+        for handle, row in rows:
+            try:
+                kept.append(result_from_record(row[b"record"], handle, row.get(b"function"),
+                                               row.get(b"unique")))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.error("%s: the kept result of %r is damaged (%s: %s); left in place, "
+                          "not loaded", self._where(), handle, type(exc).__name__, exc)
         return kept
 
     async def apply(self, adds: Sequence[StoredJob], updates: Sequence[tuple[bytes, int]],
