@@ -19,7 +19,7 @@ from geartrain.server.core.settings import CoreSettings
 from geartrain.server.network import KeepAlive, Network
 from geartrain.server.stores import Store, StoreError, StoreURLError, create_store, parse_store_url
 from geartrain.server.stores.committer import Committer
-from geartrain.server.stores.url import check_private, read_password_file
+from geartrain.server.stores.url import read_password_file
 
 if TYPE_CHECKING:
     from geartrain.server.http import HttpFrontend
@@ -107,8 +107,7 @@ class ServerProcess:
         token = None
         if config.http_token_file:
             try:
-                check_private(config.http_token_file)
-                token = read_password_file(config.http_token_file).strip()
+                token = read_password_file(config.http_token_file).strip()  # (checks its mode)
             except (StoreURLError, OSError) as exc:
                 log.critical("--http-token-file: %s", str(exc).replace("a password", "a token"))
                 return False

@@ -81,6 +81,9 @@ class HttpFrontend:
         #: opened now draws the last two minutes at once
         self.history: deque[tuple[float, dict[str, int]]] = deque(maxlen=HISTORY_SECONDS + 1)
         self._sampler: asyncio.Task[None] | None = None
+        #: the latest snapshot event, and the event set when the next one is out
+        self._latest = b""
+        self._tick = asyncio.Event()
         self.app = self._build()
 
     # -- application
@@ -168,14 +171,21 @@ class HttpFrontend:
         return {"time": time.time(), "functions": functions(self.core), "workers": workers(self.core),
                 "server": server_info(self.core, self.version, self.started, self.store)}
 
-    def _sample(self) -> None:
-        ended = {f.name.decode("utf-8", "replace"): sum(sum(e) for e in f.stats.ended)
-                 for f in self.core.functions.values()}
-        self.history.append((time.time(), ended))
+    def _snapshot_event(self) -> bytes:
+        data = json.dumps(self.snapshot(), separators=(",", ":"))
+        return f"event: snapshot\ndata: {data}\n\n".encode()
 
     async def _sample_every_second(self) -> None:
+        """Once a second: the throughput history, and one snapshot event
+        shared by every open event stream (not one made per stream)."""
         while True:
-            self._sample()
+            ended = {f.name.decode("utf-8", "replace"): sum(sum(e) for e in f.stats.ended)
+                     for f in self.core.functions.values()}
+            self.history.append((time.time(), ended))
+            if self.streams:
+                self._latest = self._snapshot_event()
+                tick, self._tick = self._tick, asyncio.Event()
+                tick.set()
             await asyncio.sleep(EVENT_INTERVAL)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
@@ -188,10 +198,10 @@ class HttpFrontend:
             await response.prepare(request)
             history = json.dumps([{"time": t, "ended": e} for t, e in self.history], separators=(",", ":"))
             await response.write(f"event: history\ndata: {history}\n\n".encode())
+            await response.write(self._snapshot_event())  # at once, then the shared ones
             while True:
-                data = json.dumps(self.snapshot(), separators=(",", ":"))
-                await response.write(f"event: snapshot\ndata: {data}\n\n".encode())
-                await asyncio.sleep(EVENT_INTERVAL)
+                await self._tick.wait()
+                await response.write(self._latest)
         except ConnectionResetError:  # the browser went away
             return response
         finally:

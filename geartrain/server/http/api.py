@@ -17,16 +17,10 @@ from geartrain.protocol import PacketType
 from geartrain.results import payload_json
 from geartrain.server.core.server import JobServer
 from geartrain.server.core.stats import CANCELLED, COMPLETED, EXCEPTION, FAILED
-from geartrain.server.http.bridge import FINAL, LocalClient, SubmitRefused
+from geartrain.server.http.bridge import LocalClient, SubmitRefused
 from geartrain.server.http.openapi import check
 
 _T = PacketType
-_SUBMIT = {
-    ("background", "normal"): _T.SUBMIT_JOB_BG, ("background", "high"): _T.SUBMIT_JOB_HIGH_BG,
-    ("background", "low"): _T.SUBMIT_JOB_LOW_BG,
-    ("foreground", "normal"): _T.SUBMIT_JOB, ("foreground", "high"): _T.SUBMIT_JOB_HIGH,
-    ("foreground", "low"): _T.SUBMIT_JOB_LOW,
-}
 _OUTCOME = {int(_T.WORK_COMPLETE): "completed", int(_T.WORK_FAIL): "failed",
             int(_T.WORK_EXCEPTION): "exception"}
 DEFAULT_TIMEOUT = 60.0
@@ -90,12 +84,12 @@ class Api:
         mode = doc.get("mode", "background")
         priority = doc.get("priority", "normal")
         timeout = float(doc.get("timeout", DEFAULT_TIMEOUT))
-        ptype = _SUBMIT[("foreground" if mode == "foreground" else "background", priority)]
         client = self.client(request)
         try:
             try:
-                stream = await client.submit(ptype, doc["function"].encode("utf-8"),
-                                             doc.get("unique", "").encode("utf-8"), payload)
+                stream = await client.submit(doc["function"].encode("utf-8"),
+                                             doc.get("unique", "").encode("utf-8"), payload,
+                                             background=mode != "foreground", priority=priority)
             except SubmitRefused as exc:
                 return error(503, f"the server refused the job: {exc}")
             handle = stream.handle
@@ -121,7 +115,7 @@ class Api:
                                   f"{timeout:g}s; it was abandoned")
             return web.json_response({
                 "handle": handle.decode("utf-8", "replace"), "state": _OUTCOME[final],
-                "result": payload_json(result if final in FINAL and final != _T.WORK_FAIL else b""),
+                "result": payload_json(result if final != _T.WORK_FAIL else b""),
                 "data": [payload_json(c) for c in stream.data],
                 "warnings": [payload_json(c) for c in stream.warnings],
                 "numerator": stream.numerator, "denominator": stream.denominator,

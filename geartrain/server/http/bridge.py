@@ -23,6 +23,12 @@ _T = PacketType
 FINAL = frozenset({int(_T.WORK_COMPLETE), int(_T.WORK_FAIL), int(_T.WORK_EXCEPTION)})
 _WORK = frozenset({int(_T.WORK_STATUS), int(_T.WORK_DATA), int(_T.WORK_WARNING)}) | FINAL
 _DIRECT = frozenset({int(_T.JOB_CREATED), int(_T.ERROR), int(_T.OPTION_RES), int(_T.ATTACH_RES)})
+#: (background, priority) -> the submit packet
+_SUBMIT = {
+    (False, "high"): _T.SUBMIT_JOB_HIGH, (False, "normal"): _T.SUBMIT_JOB, (False, "low"): _T.SUBMIT_JOB_LOW,
+    (True, "high"): _T.SUBMIT_JOB_HIGH_BG, (True, "normal"): _T.SUBMIT_JOB_BG,
+    (True, "low"): _T.SUBMIT_JOB_LOW_BG,
+}
 
 
 class LocalTransport:
@@ -111,11 +117,13 @@ class LocalClient:
         self.core.receive(self.peer, [(ptype, b"\0".join(args), REQ)])
         self.request_flush()
 
-    async def submit(self, ptype: int, function: bytes, unique: bytes, payload: bytes) -> JobStream:
-        """Send a SUBMIT_JOB* and wait for its JOB_CREATED; the stream then
-        collects the job's WORK_* packets (foreground submits)."""
+    async def submit(self, function: bytes, unique: bytes, payload: bytes, *, background: bool,
+                     priority: str = "normal") -> JobStream:
+        """Send a SUBMIT_JOB* (*priority*: high, normal or low) and wait for
+        its JOB_CREATED; the stream then collects the job's WORK_* packets
+        (foreground submits)."""
         stream = JobStream(self.loop)
-        self._send(ptype, function, unique, payload, waiter=stream)
+        self._send(_SUBMIT[(background, priority)], function, unique, payload, waiter=stream)
         await stream.created
         return stream
 

@@ -27,11 +27,6 @@ _T = PacketType
 METHODS = ("GET", "HEAD", "POST", "PUT")
 _COMMAND = {int(_T.WORK_COMPLETE): "WORK_COMPLETE", int(_T.WORK_FAIL): "WORK_FAIL",
             int(_T.WORK_EXCEPTION): "WORK_EXCEPTION"}
-_SUBMIT = {
-    (False, "normal"): _T.SUBMIT_JOB, (False, "high"): _T.SUBMIT_JOB_HIGH, (False, "low"): _T.SUBMIT_JOB_LOW,
-    (True, "normal"): _T.SUBMIT_JOB_BG, (True, "high"): _T.SUBMIT_JOB_HIGH_BG,
-    (True, "low"): _T.SUBMIT_JOB_LOW_BG,
-}
 
 
 async def handle(request: web.Request, client: LocalClient) -> web.StreamResponse:
@@ -47,10 +42,11 @@ async def handle(request: web.Request, client: LocalClient) -> web.StreamRespons
     unique = headers.get("X-Gearman-Unique", "-")
     background = headers.get("X-Gearman-Background", "").strip().lower() == "true"
     priority = headers.get("X-Gearman-Priority", "").strip().lower()
-    ptype = _SUBMIT[(background, priority if priority in ("high", "low") else "normal")]
     try:
-        stream = await client.submit(ptype, function.encode("utf-8", "surrogateescape"),
-                                     unique.encode("utf-8", "surrogateescape"), payload)
+        stream = await client.submit(function.encode("utf-8", "surrogateescape"),
+                                     unique.encode("utf-8", "surrogateescape"), payload,
+                                     background=background,
+                                     priority=priority if priority in ("high", "low") else "normal")
     except SubmitRefused as exc:
         return web.Response(status=503, headers={"X-Gearman-Command": "ERROR",
                                                  "X-Gearman-Error": exc.code},
