@@ -122,14 +122,29 @@ def record_of(result: JobResult) -> Record:
 
 _NONE: list[bytes] = []  # (never appended to)
 
+#: how many segments a full book is cut into (see ResultBook)
+SEGMENTS = 16
+
 
 class ResultBook:
-    """Results of ended jobs, by handle and by (function, unique), oldest first."""
+    """Results of ended jobs, by handle and by (function, unique), oldest first.
+
+    The book is a run of segments, oldest first, each a dict handle -> entry
+    in filing order holding up to ``max_count / 16`` results. When the book
+    holds more than ``max_count``, the oldest segment goes at once, so a full
+    book keeps between 15/16 of ``max_count`` and ``max_count`` results.
+    Forgetting a whole segment costs one dict deallocation instead of a
+    deque pop, a dict pop and a function call per result, on the path of
+    every job a full book files (a drained queue files one per job)."""
 
     def __init__(self, ttl: float, max_count: int) -> None:
         self.ttl = ttl
         self.max_count = max_count
-        self.by_handle: dict[bytes, Entry] = {}
+        #: results per segment
+        self.span = max(1, -(-max_count // SEGMENTS))
+        #: the segments, oldest first; the last one is being filled
+        self.segments: deque[dict[bytes, Entry]] = deque([{}])
+        self._count = 0
         #: the unique-key indexes are built on the first look-up by unique key
         #: (most servers never make one) and kept up to date from then on
         self.indexed = False
@@ -137,33 +152,56 @@ class ResultBook:
         self.by_unique: dict[tuple[bytes, bytes], bytes] = {}
         #: unique -> handle of the latest result with it in any function
         self.by_unique_any: dict[bytes, bytes] = {}
-        #: handles in the order they were filed (finish times only grow)
-        self._order: deque[bytes] = deque()
         #: results forgotten because the book was full (before their time)
         self.evicted = 0
 
     def __len__(self) -> int:
-        return len(self.by_handle)
+        return self._count
+
+    def entry(self, handle: bytes) -> Entry | None:
+        for segment in reversed(self.segments):
+            entry = segment.get(handle)
+            if entry is not None:
+                return entry
+        return None
 
     def add(self, entries: Sequence[Entry]) -> list[bytes]:
-        """File *entries* (a batch, oldest first); the handles forgotten to make room."""
-        by_handle, order = self.by_handle, self._order
+        """File *entries* (a batch, oldest first, of handles never filed
+        before); the handles forgotten to make room."""
+        segment, span = self.segments[-1], self.span
         for entry in entries:
-            handle = entry[0] if type(entry) is tuple else entry.handle  # type: ignore[union-attr]
-            if handle not in by_handle:  # (filed again when replayed: keep its place)
-                order.append(handle)
-            by_handle[handle] = entry
-            if self.indexed:
+            segment[entry[0] if type(entry) is tuple else entry.handle] = entry  # type: ignore[union-attr]
+            if len(segment) >= span:
+                segment = {}
+                self.segments.append(segment)
+        self._count += len(entries)
+        if self.indexed:
+            for entry in entries:
                 self._index(entry)
-        if len(by_handle) <= self.max_count:
+        if self._count <= self.max_count:
             return _NONE
         dropped: list[bytes] = []
-        while len(by_handle) > self.max_count:
-            old = self._forget_oldest()
-            if old is not None:
-                dropped.append(old)
-                self.evicted += 1
+        while self._count > self.max_count:
+            old = self._drop_oldest()
+            dropped.extend(old)
+            self.evicted += len(old)
         return dropped
+
+    def restore(self, entries: Sequence[Entry]) -> list[bytes]:
+        """File *entries* read back from the store: one filed already keeps
+        its place and takes the new entry."""
+        fresh: list[Entry] = []
+        for entry in entries:
+            handle = entry[0] if type(entry) is tuple else entry.handle  # type: ignore[union-attr]
+            for segment in self.segments:
+                if handle in segment:
+                    segment[handle] = entry
+                    if self.indexed:
+                        self._index(entry)
+                    break
+            else:
+                fresh.append(entry)
+        return self.add(fresh)
 
     def _index(self, entry: Entry) -> None:
         handle, function, unique, _ = _key(entry)
@@ -172,16 +210,15 @@ class ResultBook:
             self.by_unique_any[unique] = handle
 
     def get(self, handle: bytes) -> JobResult | None:
-        entry = self.by_handle.get(handle)
+        entry = self.entry(handle)
         return result_of_entry(entry) if entry is not None else None
 
     def find_unique(self, unique: bytes, function: bytes | None = None) -> JobResult | None:
         """The latest result with *unique* (in *function*, or in any function)."""
         if not self.indexed:
             self.indexed = True
-            for filed in self._order:
-                entry = self.by_handle.get(filed)
-                if entry is not None:
+            for segment in self.segments:
+                for entry in segment.values():
                     self._index(entry)
         if function is not None:
             found = self.by_unique.get((function, unique))
@@ -192,30 +229,48 @@ class ResultBook:
     def expire(self, now: float) -> list[bytes]:
         """Forget results that ended more than ``ttl`` seconds before *now*."""
         dropped: list[bytes] = []
-        order, by_handle = self._order, self.by_handle
         limit = now - self.ttl
-        while order:
-            entry = by_handle.get(order[0])
-            if entry is not None and _key(entry)[3] > limit:
-                break
-            old = self._forget_oldest()
-            if old is not None:
-                dropped.append(old)
+        segments = self.segments
+        while self._count:
+            oldest = segments[0]
+            if not oldest:
+                segments.popleft()
+                continue
+            if _key(oldest[next(reversed(oldest))])[3] <= limit:
+                dropped.extend(self._drop_oldest())  # (every result in it expired)
+                continue
+            gone = []
+            for handle, entry in oldest.items():
+                if _key(entry)[3] > limit:
+                    break
+                gone.append(handle)
+            for handle in gone:
+                self._unindex(handle, oldest.pop(handle))
+            self._count -= len(gone)
+            dropped.extend(gone)
+            break
         return dropped
 
     def next_expiry(self) -> float | None:
         """Wall-clock time the oldest result expires (None: the book is empty)."""
-        for handle in self._order:
-            entry = self.by_handle.get(handle)
-            if entry is not None:
+        for segment in self.segments:
+            for entry in segment.values():
                 return _key(entry)[3] + self.ttl
         return None
 
-    def _forget_oldest(self) -> bytes | None:
-        handle = self._order.popleft()
-        entry = self.by_handle.pop(handle, None)
-        if entry is None:
-            return None
+    def _drop_oldest(self) -> list[bytes]:
+        """Forget the oldest segment; its handles."""
+        segments = self.segments
+        segment = segments.popleft()
+        if not segments:
+            segments.append({})
+        self._count -= len(segment)
+        if self.indexed:
+            for handle, entry in segment.items():
+                self._unindex(handle, entry)
+        return list(segment)
+
+    def _unindex(self, handle: bytes, entry: Entry) -> None:
         _, function, unique, _ = _key(entry)
         if unique and self.indexed:
             key = (function, unique)
@@ -223,4 +278,3 @@ class ResultBook:
                 del self.by_unique[key]
             if self.by_unique_any.get(unique) == handle:
                 del self.by_unique_any[unique]
-        return handle

@@ -654,7 +654,7 @@ class JobServer:
                 drops.append(result.handle)
             else:
                 kept.append(record_of(result))
-        drops.extend(self.results.add(kept))
+        drops.extend(self.results.restore(kept))
         count = len(kept)
         if count and not self._results_timer:
             self._expire_results()

@@ -186,6 +186,65 @@ def test_beyond_max_count_the_oldest_results_go_first() -> None:
     assert d.server.results.evicted == 1
 
 
+def test_a_full_book_forgets_its_oldest_segment_at_once_and_tells_the_store() -> None:
+    # 32 results at most, in segments of 2: the book never holds more than
+    # 32, never fewer than 30 once full, and forgets the oldest first
+    d = Driver(handle_prefix="H:test", result_max_count=32)
+    d.server.durable = True
+    assert d.server.results.span == 2
+    w = d.worker(b"f")
+    handles = []
+    for i in range(41):
+        h = bg_stored(d)
+        handles.append(h)
+        w.take()
+        w.complete(h, b"r%d" % i)
+        assert len(d.server.results) == min(i + 1, 32) or 30 <= len(d.server.results) <= 32
+    gone = d.server.store_result_drops
+    assert gone == handles[:len(gone)] and len(gone) == d.server.results.evicted
+    assert len(gone) + len(d.server.results) == 41
+    for h in gone:
+        assert d.admin(b"result " + h) == b"ERR UNKNOWN_JOB\r\n"
+    for h in handles[len(gone):]:
+        assert result_of(d, h)["state"] == "completed"
+
+
+def test_the_unique_index_forgets_what_the_book_forgets() -> None:
+    d = Driver(handle_prefix="H:test", result_max_count=4)
+    w = d.worker(b"f")
+    first = bg(d, unique=b"u0")
+    w.take()
+    w.complete(first, b"one")
+    assert d.admin(b"result-unique u0").startswith(b"OK ")  # (builds the index)
+    again = bg(d, unique=b"u0")  # the same unique, later: the index points at it
+    w.take()
+    w.complete(again, b"two")
+    assert json.loads(d.admin(b"result-unique u0")[3:])["handle"] == again.decode()
+    for i in range(4):  # pushes both out
+        h = bg(d, unique=b"v%d" % i)
+        w.take()
+        w.complete(h)
+    assert d.admin(b"result-unique u0") == b"ERR UNKNOWN_JOB\r\n"
+    assert json.loads(d.admin(b"result-unique v3")[3:])["state"] == "completed"
+
+
+def test_expiry_within_a_segment_keeps_the_younger_results_of_it() -> None:
+    d = Driver(handle_prefix="H:test", result_ttl=60.0, result_max_count=160)  # segments of 10
+    w = d.worker(b"f")
+    handles = []
+    for _ in range(4):
+        h = bg(d)
+        handles.append(h)
+        w.take()
+        w.complete(h)
+        d.advance(10)
+    d.advance(31)  # now +71: the first two ended more than 60 s ago (at +0 and +10)
+    assert [d.admin(b"result " + h).startswith(b"OK ") for h in handles] == [False, False, True, True]
+    assert len(d.server.results) == 2
+    d.advance(20)
+    assert len(d.server.results) == 0
+
+
 # ----------------------------------------------------------------- look-up
 
 def test_live_jobs_are_described_with_what_they_produced_so_far() -> None:
@@ -323,6 +382,10 @@ def test_results_read_back_at_start_are_kept_unless_expired_and_handles_move_on(
     assert d.server.store_result_drops == [b"H:test:7"]
     assert result_of(d, b"H:test:41")["state"] == "completed"
     assert bg_stored(d) == b"H:test:42"  # never a handle a kept result answers to
+    # read back again (a result filed already keeps its place and takes the new one)
+    again = JobResult(b"H:test:41", b"f", b"", "failed", finished=WALL0 - 10)
+    assert d.server.keep_results([again]) == 1
+    assert len(d.server.results) == 1 and result_of(d, b"H:test:41")["state"] == "failed"
     d.advance(91)
     assert d.admin(b"result H:test:41") == b"ERR UNKNOWN_JOB\r\n"
 
