@@ -163,14 +163,14 @@ def test_updates_and_dones(url: str, prefix: str, shared: redis.Redis) -> None:
         await store.apply([a, b, c, d], [], [])
         # an update of a finished or unknown job creates nothing; a done of an unknown one is fine
         await store.apply([], [(a.handle, 2), (b"H:t:gone", 7)], [b.handle, b"H:t:never"])
-        a.retries = 2
+        a = a._replace(retries=2)
         assert await store.replay() == [a, c, d]
         assert not shared.exists((prefix + ":job:H:t:gone").encode())
         assert not shared.exists((prefix + ":job:H:t:2").encode())
         # added and finished in one transaction: nothing; added and updated: the update counts
         e, f = job(b"H:t:5"), job(b"H:t:6")
         await store.apply([e, f], [(f.handle, 1)], [e.handle])
-        f.retries = 1
+        f = f._replace(retries=1)
         # the same handle added again replaces its fields and keeps its place
         c2 = job(c.handle, b"other", b"u", b"new data", 0)
         await store.apply([c2], [], [])
@@ -273,8 +273,7 @@ def test_apply_is_all_or_nothing(url: str, prefix: str, shared: redis.Redis) -> 
         assert shared.hgetall(p + b"job:" + a.handle)[b"retries"] == b"0"
         shared.rename(p + b"order-saved", p + b"order")
         await store.apply([b], [(a.handle, 5)], [])
-        a.retries = 5
-        assert await store.replay() == [a, b]
+        assert await store.replay() == [a._replace(retries=5), b]
         await store.close()
 
     run(go())

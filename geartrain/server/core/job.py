@@ -80,8 +80,10 @@ class Job:
         self.attempt = 0
         #: a row for this job exists in the durable store (forget it when the job ends)
         self.stored = False
-        #: submitters waiting for the store: (peer, their held JOB_CREATED reply)
-        self.waiters: list[tuple[Peer, Any]] | None = None
+        #: submitters waiting for the store: their held JOB_CREATED reply (a
+        #: core.server.Held, which knows its peer), or a list of them when
+        #: submits coalesced
+        self.waiters: Any = None
         #: wall-clock submit time when its result is to be kept (0.0: not kept,
         #: or already recorded)
         self.submitted = 0.0

@@ -97,25 +97,36 @@ _UINT32 = 0xFFFFFFFF
 
 
 class JobRecord(Protocol):
-    """What a durable store keeps of a job (see geartrain.server.stores)."""
+    """What a durable store keeps of a job (see geartrain.server.stores),
+    read-only (a store's StoredJob is a tuple)."""
 
-    handle: bytes
-    function: bytes
-    unique: bytes
-    data: bytes
-    priority: int
-    when: int
-    reducer: bytes
-    retries: int
+    @property
+    def handle(self) -> bytes: ...
+    @property
+    def function(self) -> bytes: ...
+    @property
+    def unique(self) -> bytes: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def when(self) -> int: ...
+    @property
+    def reducer(self) -> bytes: ...
+    @property
+    def retries(self) -> int: ...
 
 
 class Held:
-    """A reply that waits for the durable store (filled in by :meth:`JobServer.stored`)."""
+    """A reply to *peer* that waits for the durable store (filled in by
+    :meth:`JobServer.stored`)."""
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "peer")
 
-    def __init__(self) -> None:
+    def __init__(self, peer: Peer) -> None:
         self.data: bytes | None = None
+        self.peer = peer
 
 
 def error_packet(code: bytes, text: bytes) -> bytes:
@@ -357,7 +368,7 @@ class JobServer:
 
     def _hold(self, peer: Peer) -> Held:
         """A place in *peer*'s output for a reply that is not known yet."""
-        placeholder = Held()
+        placeholder = Held(peer)
         if peer.held is None:
             peer.held = deque((placeholder,))
         else:
@@ -903,7 +914,7 @@ class JobServer:
             # JOB_CREATED only once the store has the job: hold the reply (and
             # whatever this peer is sent after it) until stored() says so
             job.state = STORING
-            job.waiters = [(peer, self._hold(peer))]
+            job.waiters = self._hold(peer)  # (one submitter: no list)
             self.store_adds.append(job)
             return
         created = _header(RES, _JOB_CREATED, len(handle)) + handle
@@ -939,16 +950,25 @@ class JobServer:
                 job.listeners.append(peer)
             peer.listening.add(job)
         if job.state == STORING:  # the first submitter still waits for the store
-            assert job.waiters is not None
-            job.waiters.append((peer, self._hold(peer)))
+            self._wait_stored(job, peer)
         elif self.durable and background and not job.stored:
             # a foreground job that now must survive a crash: store it first
             if job.waiters is None:
-                job.waiters = []
                 self.store_adds.append(job)
-            job.waiters.append((peer, self._hold(peer)))
+            self._wait_stored(job, peer)
         else:
             self._send(peer, _res(_T.JOB_CREATED, job.handle))
+
+    def _wait_stored(self, job: Job, peer: Peer) -> None:
+        """*peer* gets its reply about *job* once the store answers."""
+        held = self._hold(peer)
+        waiters = job.waiters
+        if waiters is None:
+            job.waiters = held
+        elif type(waiters) is Held:
+            job.waiters = [waiters, held]
+        else:
+            waiters.append(held)
 
     def _schedule(self, job: Job) -> bool:
         """Park an epoch job until its time; False if its time has come."""
@@ -967,7 +987,7 @@ class JobServer:
         committed (*error* None), or not. Their submitters get JOB_CREATED or
         ``ERROR QUEUE_ERROR``, in order with everything else sent to them."""
         for job in jobs:
-            waiters = job.waiters or []
+            waiters = job.waiters
             job.waiters = None
             if error is None:
                 reply = _res(_T.JOB_CREATED, job.handle)
@@ -984,10 +1004,15 @@ class JobServer:
                 reply = error_packet(b"QUEUE_ERROR", error.encode("utf-8", "replace"))
                 if job.state == STORING:  # the store refused a new job: it never existed
                     self._finish(job)
-            for peer, placeholder in waiters:
-                placeholder.data = reply
-                if not peer.closed:
-                    self._release(peer)
+            if type(waiters) is Held:
+                waiters.data = reply
+                if not waiters.peer.closed:
+                    self._release(waiters.peer)
+            elif waiters:
+                for held in waiters:
+                    held.data = reply
+                    if not held.peer.closed:
+                        self._release(held.peer)
 
     def restore(self, records: Iterable[JobRecord]) -> int:
         """Jobs replayed from the durable store at start-up (before any

@@ -21,18 +21,20 @@ queues do).
 from __future__ import annotations
 
 import abc
-import dataclasses
 import json
 from collections.abc import Iterable, Sequence
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from geartrain.results import JobResult, result_from_json
 from geartrain.server.stores.url import StoreURL
 
 
-@dataclasses.dataclass(slots=True)
-class StoredJob:
-    """A job as it is kept in a store (satisfies the core's ``JobRecord``)."""
+class StoredJob(NamedTuple):
+    """A job as it is kept in a store (satisfies the core's ``JobRecord``).
+
+    A tuple: the committer makes one per job on the path of every durable
+    submit (``from_job``), and a tuple of bytes and numbers is cheap to make
+    and soon dropped from the garbage collector's lists."""
 
     handle: bytes
     function: bytes

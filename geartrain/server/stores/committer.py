@@ -32,9 +32,15 @@ from geartrain.server.stores.base import RejectedJobs, Store, StoredJob
 log = logging.getLogger("geartrain.server")
 
 
-def stored_job(job: Job) -> StoredJob:
-    return StoredJob(job.handle, job.function.name, job.unique, job.data, job.priority, job.when,
-                     job.reducer, job.retries)
+_tuple_new = tuple.__new__
+
+
+def stored_jobs(jobs: list[Job]) -> list[StoredJob]:
+    """What the store is to keep of *jobs*, as they are now (one StoredJob
+    each, made without the keyword handling of ``StoredJob(...)``: this runs
+    for every durable submit)."""
+    return [_tuple_new(StoredJob, (j.handle, j.function.name, j.unique, j.data, j.priority, j.when,
+                                   j.reducer, j.retries)) for j in jobs]
 
 
 class Committer:
@@ -128,7 +134,7 @@ class Committer:
 
     async def _commit_once(self, adds: list[Job], updates: list[Job], dones: list[Job],
                            results: list[JobResult], drops: list[bytes]) -> None:
-        rows = [stored_job(j) for j in adds]
+        rows = stored_jobs(adds)
         started = time.monotonic()
         try:
             await asyncio.wait_for(

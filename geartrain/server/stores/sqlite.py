@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
 import logging
 import marshal
 import os
@@ -80,7 +81,8 @@ _FRAME = struct.Struct(">I")
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
 def _insert_statement(rows: int) -> str:
-    return ("INSERT OR IGNORE INTO geartrain_jobs (handle, function, unique_key, priority, data, "
+    # (the columns in the order of StoredJob's fields: a job's values are the tuple itself)
+    return ("INSERT OR IGNORE INTO geartrain_jobs (handle, function, unique_key, data, priority, "
             "when_to_run, reducer, retries) VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * rows))
 
 
@@ -288,7 +290,7 @@ class SQLiteStore(Store):
     scheme = "sqlite"
     #: requests queue in the helper's pipe while it writes; it takes them all
     #: into its next transaction
-    overlap = 4
+    overlap = int(os.environ.get("GT_OVERLAP", "4"))
 
     def __init__(self, url: StoreURL) -> None:
         super().__init__(url)
@@ -407,10 +409,7 @@ class SQLiteStore(Store):
     async def apply(self, adds: Sequence[StoredJob], updates: Sequence[tuple[bytes, int]],
                     dones: Sequence[bytes], results: Sequence[JobResult] = (),
                     result_drops: Sequence[bytes] = ()) -> None:
-        flat: list[Any] = []
-        extend = flat.extend
-        for j in adds:
-            extend((j.handle, j.function, j.unique, j.priority, j.data, j.when, j.reducer, j.retries))
+        flat = list(itertools.chain.from_iterable(adds))  # (StoredJob is a tuple)
         await self._call("apply", flat, list(updates), list(dones),
                          [result_row(r) for r in results], list(result_drops))
 
