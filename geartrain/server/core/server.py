@@ -118,6 +118,10 @@ class JobRecord(Protocol):
     def retries(self) -> int: ...
 
 
+#: seconds between two passes that forget expired results
+EXPIRY_TICK = 1.0
+
+
 class Held:
     """A reply to *peer* that waits for the durable store (filled in by
     :meth:`JobServer.stored`)."""
@@ -646,8 +650,12 @@ class JobServer:
             self.store_result_drops.extend(dropped)
         due = self.results.next_expiry()
         if due is not None:
+            # at most once a second: a busy server ends jobs at every loop
+            # turn, and a pass over the book per result due would cost more
+            # than the results themselves (a result may outlive its TTL by
+            # up to a second)
             self._results_timer = True
-            delay = max(0.0, due - self.wallclock()) + 0.001
+            delay = max(EXPIRY_TICK, due - self.wallclock() + 0.001)
             self.timers.add(self.clock() + delay, _timers.RESULTS_EXPIRE, None)
 
     def keep_results(self, results: Iterable[JobResult]) -> int:

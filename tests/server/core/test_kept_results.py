@@ -245,6 +245,24 @@ def test_expiry_within_a_segment_keeps_the_younger_results_of_it() -> None:
     assert len(d.server.results) == 0
 
 
+def test_expired_results_are_forgotten_once_a_second_not_once_per_result() -> None:
+    # a busy server ends jobs at every loop turn: it must not walk the book
+    # once per result that falls due, so expired results go in one pass a second
+    d = Driver(handle_prefix="H:test", result_ttl=10.0)
+    w = d.worker(b"f")
+    for _ in range(10):  # ended at +0, +0.5, ... +4.5
+        h = bg(d)
+        w.take()
+        w.complete(h)
+        d.advance(0.5)
+    d.advance(5.01)  # +10.01: the first is past its time; the next pass is at +11.01
+    assert len(d.server.results) == 9
+    d.advance(0.5)  # +10.51: the one ended at +0.5 is due, but waits for that pass
+    assert len(d.server.results) == 9
+    d.advance(0.55)  # +11.06: the pass forgets those ended at +0.5 and +1.0
+    assert len(d.server.results) == 7
+
+
 # ----------------------------------------------------------------- look-up
 
 def test_live_jobs_are_described_with_what_they_produced_so_far() -> None:
