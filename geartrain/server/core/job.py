@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from geartrain.server.core.function import Function
-    from geartrain.server.core.peer import Peer
+    from geartrain.server.core.peer import Held, Peer
 
 
 class Priority(enum.IntEnum):
@@ -81,9 +81,8 @@ class Job:
         #: a row for this job exists in the durable store (forget it when the job ends)
         self.stored = False
         #: submitters waiting for the store: their held JOB_CREATED reply (a
-        #: core.server.Held, which knows its peer), or a list of them when
-        #: submits coalesced
-        self.waiters: Any = None
+        #: Held, which knows its peer), or a list of them when submits coalesced
+        self.waiters: Held | list[Held] | None = None
         #: wall-clock submit time when its result is to be kept (0.0: not kept,
         #: or already recorded)
         self.submitted = 0.0

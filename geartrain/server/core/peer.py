@@ -10,6 +10,17 @@ if TYPE_CHECKING:
     from geartrain.server.core.job import Job
 
 
+class Held:
+    """A reply to *peer* that waits for the durable store: a place in the
+    peer's ``held`` output, filled in by ``JobServer.stored``."""
+
+    __slots__ = ("data", "peer")
+
+    def __init__(self, peer: Peer) -> None:
+        self.data: bytes | None = None
+        self.peer = peer
+
+
 class Peer:
     """State of one connection. Gearman does not separate clients from
     workers: any connection may submit, register functions and grab jobs.
@@ -48,9 +59,9 @@ class Peer:
         self.woken_for: Function | None = None
         self.rr = 0
         #: replies queued behind a JOB_CREATED that waits for the durable store
-        #: (bytes, or a placeholder filled in when the store answers); None when
+        #: (bytes, or a Held filled in when the store answers); None when
         #: nothing waits, which is almost always
-        self.held: deque[Any] | None = None
+        self.held: deque[bytes | Held] | None = None
 
     def __repr__(self) -> str:
         return f"<Peer {self.id} fd={self.fd} {self.host} {self.client_id!r}>"

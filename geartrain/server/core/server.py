@@ -35,7 +35,7 @@ from geartrain.server.core import timers as _timers
 from geartrain.server.core.admin import AdminCommands
 from geartrain.server.core.function import Function
 from geartrain.server.core.job import Job, JobState, Priority, handle_number
-from geartrain.server.core.peer import Peer
+from geartrain.server.core.peer import Held, Peer
 from geartrain.server.core.results import (
     CANCELLED,
     COMPLETED,
@@ -120,17 +120,6 @@ class JobRecord(Protocol):
 
 #: seconds between two passes that forget expired results
 EXPIRY_TICK = 1.0
-
-
-class Held:
-    """A reply to *peer* that waits for the durable store (filled in by
-    :meth:`JobServer.stored`)."""
-
-    __slots__ = ("data", "peer")
-
-    def __init__(self, peer: Peer) -> None:
-        self.data: bytes | None = None
-        self.peer = peer
 
 
 def error_packet(code: bytes, text: bytes) -> bytes:
@@ -388,7 +377,7 @@ class JobServer:
         moved = False
         while held:
             item = held[0]
-            if type(item) is bytes:
+            if isinstance(item, bytes):
                 out.append(item)
             elif item.data is not None:
                 out.append(item.data)
@@ -973,7 +962,7 @@ class JobServer:
         waiters = job.waiters
         if waiters is None:
             job.waiters = held
-        elif type(waiters) is Held:
+        elif isinstance(waiters, Held):
             job.waiters = [waiters, held]
         else:
             waiters.append(held)
@@ -1012,7 +1001,7 @@ class JobServer:
                 reply = error_packet(b"QUEUE_ERROR", error.encode("utf-8", "replace"))
                 if job.state == STORING:  # the store refused a new job: it never existed
                     self._finish(job)
-            if type(waiters) is Held:
+            if isinstance(waiters, Held):
                 waiters.data = reply
                 if not waiters.peer.closed:
                     self._release(waiters.peer)
