@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from typing import ClassVar, NamedTuple
 
 from geartrain.results import JobResult, result_from_json
 from geartrain.server.stores.url import StoreURL
+
+log = logging.getLogger("geartrain.server")
 
 
 class StoredJob(NamedTuple):
@@ -126,6 +129,22 @@ class Store(abc.ABC):
     async def load_results(self) -> list[JobResult]:
         """Every kept result (the server drops the expired ones)."""
         return []
+
+    def _results_from_rows(self, rows: Iterable[tuple[bytes, bytes | None, bytes | None, str | bytes | None]],
+                           where: str | None = None) -> list[JobResult]:
+        """The results of ``(handle, function, unique, record)`` rows read back
+        (see :func:`result_from_record`); a damaged one is logged and left
+        out (and left in place: it may be looked at)."""
+        kept: list[JobResult] = []
+        for handle, function, unique, record in rows:
+            try:
+                if record is None:  # (a Redis hash without one)
+                    raise KeyError("record")
+                kept.append(result_from_record(record, handle, function, unique))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.error("%s: the kept result of %r is damaged (%s: %s); left in place, not loaded",
+                          where or f"store {self.describe()}", bytes(handle), type(exc).__name__, exc)
+        return kept
 
     async def count(self) -> int:
         """How many jobs are stored (for tests and start-up logs)."""

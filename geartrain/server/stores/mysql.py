@@ -69,7 +69,6 @@ from geartrain.server.stores.base import (
     Store,
     StoredJob,
     StoreError,
-    result_from_record,
     result_row,
 )
 from geartrain.server.stores.url import StoreURL
@@ -463,14 +462,7 @@ class MySQLStore(Store):
             await cur.close()
             return list(rows)
 
-        kept: list[JobResult] = []
-        for handle, function, unique, record in await self._run("load_results", op):
-            try:
-                kept.append(result_from_record(record, handle, function, unique))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.error("store %s: the kept result of %r is damaged (%s: %s); left in place, "
-                          "not loaded", self.describe(), bytes(handle), type(exc).__name__, exc)
-        return kept
+        return self._results_from_rows(await self._run("load_results", op))
 
     async def apply(self, adds: Sequence[StoredJob], updates: Sequence[tuple[bytes, int]],
                     dones: Sequence[bytes], results: Sequence[JobResult] = (),

@@ -47,7 +47,7 @@ from urllib.parse import urlencode
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
 from geartrain.results import JobResult
-from geartrain.server.stores.base import Store, StoredJob, StoreError, result_from_record, result_row
+from geartrain.server.stores.base import Store, StoredJob, StoreError, result_row
 from geartrain.server.stores.url import StoreURL
 
 log = logging.getLogger("geartrain.server")
@@ -277,14 +277,7 @@ class PostgresStore(Store):
     async def load_results(self) -> list[JobResult]:
         rows = await self._query(f'SELECT handle, "function", unique_key, record FROM {self._results} '
                                  "ORDER BY finished, handle")
-        kept: list[JobResult] = []
-        for handle, function, unique, record in rows:
-            try:
-                kept.append(result_from_record(record, handle, function, unique))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.error("store %s: the kept result of %r is damaged (%s: %s); left in place, "
-                          "not loaded", self.describe(), bytes(handle), type(exc).__name__, exc)
-        return kept
+        return self._results_from_rows(rows)
 
     async def _query(self, sql: str) -> list[Any]:
         async with self._lock:

@@ -101,7 +101,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from geartrain.results import COMPLETED, JobResult
-from geartrain.server.stores.base import Store, StoredJob, StoreError, result_from_record, result_row
+from geartrain.server.stores.base import Store, StoredJob, StoreError, result_row
 from geartrain.server.stores.url import StoreURL
 
 log = logging.getLogger("geartrain.server")
@@ -405,15 +405,9 @@ class RedisStore(Store):
             rows = await self._hashes(self.key_results, self.result_key, "result")
         except (RedisError, OSError) as exc:
             raise self._error(exc) from None
-        kept: list[JobResult] = []
-        for handle, row in rows:
-            try:
-                kept.append(result_from_record(row[b"record"], handle, row.get(b"function"),
-                                               row.get(b"unique")))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.error("%s: the kept result of %r is damaged (%s: %s); left in place, "
-                          "not loaded", self._where(), handle, type(exc).__name__, exc)
-        return kept
+        return self._results_from_rows(
+            ((handle, row.get(b"function"), row.get(b"unique"), row.get(b"record")) for handle, row in rows),
+            self._where())
 
     async def apply(self, adds: Sequence[StoredJob], updates: Sequence[tuple[bytes, int]],
                     dones: Sequence[bytes], results: Sequence[JobResult] = (),

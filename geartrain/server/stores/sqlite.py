@@ -26,7 +26,6 @@ import asyncio
 import collections
 import functools
 import itertools
-import logging
 import marshal
 import os
 import signal
@@ -38,10 +37,8 @@ from typing import Any
 
 from geartrain.results import JobResult
 from geartrain.server.core.results import record_of
-from geartrain.server.stores.base import Store, StoredJob, StoreError, result_from_record, result_row
+from geartrain.server.stores.base import Store, StoredJob, StoreError, result_row
 from geartrain.server.stores.url import StoreURL
-
-log = logging.getLogger("geartrain.server")
 
 SCHEMA_VERSION = 2
 
@@ -418,14 +415,7 @@ class SQLiteStore(Store):
                          [record_of(r) for r in results], list(result_drops))
 
     async def load_results(self) -> list[JobResult]:
-        kept: list[JobResult] = []
-        for handle, function, unique, record in await self._call("load_results"):
-            try:
-                kept.append(result_from_record(record, handle, function, unique))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.error("store %s: the kept result of %r is damaged (%s: %s); left in place, "
-                          "not loaded", self.describe(), bytes(handle), type(exc).__name__, exc)
-        return kept
+        return self._results_from_rows(await self._call("load_results"))
 
     async def count(self) -> int:
         return int(await self._call("count"))
