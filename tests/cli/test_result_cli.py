@@ -11,7 +11,7 @@ import threading
 import time
 
 from tests.support import process
-from tests.support.wire import Wire, admin, grab, submit
+from tests.support.wire import Wire, admin, run_job, submit
 
 
 def result_cmd(srv: process.ServerProcess, *args: str,
@@ -24,14 +24,7 @@ def ended(srv: process.ServerProcess, last: str, *args: bytes, unique: bytes = b
     """A background job that a raw worker ran and ended with *last*."""
     with Wire(srv.address) as c:
         handle = submit(c, "cli.r", b"in", unique=unique, ptype="SUBMIT_JOB_BG")
-    with Wire(srv.address) as w:
-        w.send("CAN_DO", "cli.r")
-        _, job = grab(w)
-        assert job[0] == handle
-        w.send("WORK_DATA", handle, b"some data")
-        w.send(last, handle, *args)
-        w.send("ECHO_REQ", b"sync")
-        w.expect("ECHO_RES")
+    run_job(srv.address, "cli.r", ("WORK_DATA", (b"some data",)), (last, args), expect=handle)
     return handle
 
 
@@ -83,12 +76,7 @@ def test_wait_blocks_until_the_job_ends_and_times_out(server: process.ServerProc
 
     def finish() -> None:
         time.sleep(1.0)
-        with Wire(server.address) as w:
-            w.send("CAN_DO", "cli.slow")
-            _, job = grab(w)
-            w.send("WORK_COMPLETE", job[0], b"late")
-            w.send("ECHO_REQ", b"sync")
-            w.expect("ECHO_RES")
+        run_job(server.address, "cli.slow", ("WORK_COMPLETE", (b"late",)))
 
     thread = threading.Thread(target=finish)
     thread.start()

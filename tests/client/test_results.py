@@ -17,19 +17,12 @@ from geartrain.client import AsyncClient, DataEvent, StatusEvent
 from geartrain.errors import JobTimeout
 from tests.client.test_async_client import addr, arun
 from tests.support import process
-from tests.support.wire import Wire, grab, submit
+from tests.support.wire import Wire, grab, run_job, submit
 
 
 def run_one(srv: process.ServerProcess, handle: bytes, script: list[tuple[str, tuple[bytes, ...]]]) -> None:
     """A raw worker that grabs *handle* and sends *script*'s packets."""
-    with Wire(srv.address) as w:
-        w.send("CAN_DO", "r")
-        _, job = grab(w)
-        assert job[0] == handle
-        for name, args in script:
-            w.send(name, handle, *args)
-        w.send("ECHO_REQ", b"sync")
-        w.expect("ECHO_RES")
+    run_job(srv.address, "r", *script, expect=handle)
 
 
 def test_result_of_a_background_job_after_it_ended(server: process.ServerProcess) -> None:

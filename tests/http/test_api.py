@@ -8,7 +8,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.http.util import Reply, Served, request, start
 from tests.support import process
-from tests.support.wire import Wire, admin, grab
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    srv, port = start(tmp_path)
-    yield srv, port
-    srv.stop()
-    assert "Traceback" not in srv.log(), srv.log()
+from tests.support.wire import Wire, admin, grab, run_job
 
 
 def finish(srv: process.ServerProcess, function: str, *script: tuple[str, tuple[bytes, ...]]) -> bytes:
     """A raw worker runs one job of *function* through *script*; its handle."""
-    with Wire(srv.address) as w:
-        w.send("CAN_DO", function)
-        _, job = grab(w)
-        for name, args in script:
-            w.send(name, job[0], *args)
-        w.send("ECHO_REQ", b"sync")
-        w.expect("ECHO_RES")
-    return job[0]
+    return run_job(srv.address, function, *script)
 
 
 def in_thread(fn: Any, *args: Any) -> tuple[threading.Thread, list[Reply]]:

@@ -14,20 +14,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from tests.http.util import Served, request, start
+from tests.http.util import Served, request
 from tests.support.wire import Wire, grab
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
 
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    srv, port = start(tmp_path)
-    yield srv, port
-    srv.stop()
-    assert "Traceback" not in srv.log(), srv.log()
 
 
 @pytest.fixture

@@ -7,22 +7,12 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.http.util import Served, request, start
+from tests.http.util import Served, request
 from tests.support import process
-from tests.support.wire import Wire, grab
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    srv, port = start(tmp_path)
-    yield srv, port
-    srv.stop()
-    assert "Traceback" not in srv.log(), srv.log()
+from tests.support.wire import Wire, grab, run_job
 
 
 def rev_worker(srv: process.ServerProcess) -> subprocess.Popen[bytes]:
@@ -88,17 +78,11 @@ def test_gearmand_bugs_fixed_data_status_and_fail(served: Served) -> None:
                    [("WORK_FAIL", ())]):
         thread = threading.Thread(target=call, args=("/steps",))
         thread.start()
-        with Wire(srv.address) as w:
-            w.send("CAN_DO", "steps")
-            _, job = grab(w)
-            for name, args in script:
-                w.send(name, job[0], *args)
-            w.send("ECHO_REQ", b"sync")
-            w.expect("ECHO_RES")
+        handle = run_job(srv.address, "steps", *script)
         thread.join(20)
         reply = replies[-1]
         assert reply.status == 200
-        assert reply.headers["X-Gearman-Job-Handle"] == job[0].decode()
+        assert reply.headers["X-Gearman-Job-Handle"] == handle.decode()
     done, failed = replies
     assert done.headers["X-Gearman-Command"] == "WORK_COMPLETE" and done.body == b"DATA1RESULT"
     assert failed.headers["X-Gearman-Command"] == "WORK_FAIL" and failed.body == b""
@@ -109,12 +93,7 @@ def test_exception_is_reported(served: Served) -> None:
     replies = []
     thread = threading.Thread(target=lambda: replies.append(request(port, "PUT", "/exc", b"in")))
     thread.start()
-    with Wire(srv.address) as w:
-        w.send("CAN_DO", "exc")
-        _, job = grab(w)
-        w.send("WORK_EXCEPTION", job[0], b"trace")
-        w.send("ECHO_REQ", b"sync")
-        w.expect("ECHO_RES")
+    run_job(srv.address, "exc", ("WORK_EXCEPTION", (b"trace",)))
     thread.join(20)
     assert replies[0].headers["X-Gearman-Command"] == "WORK_EXCEPTION" and replies[0].body == b"trace"
 

@@ -157,6 +157,23 @@ def grab(w: Wire, ptype: str = "GRAB_JOB", timeout: float = 5.0) -> tuple[str, l
     raise AssertionError(f"no job assigned within {timeout}s")
 
 
+def run_job(address: tuple[str, int], function: str, *script: tuple[str, tuple[bytes, ...]],
+            expect: bytes | None = None) -> bytes:
+    """A raw worker grabs one job of *function* (which must be *expect*, when
+    given), sends *script*'s packets for it (name, arguments after the
+    handle), and returns once the server has read them; the job's handle."""
+    with Wire(address) as w:
+        w.send("CAN_DO", function)
+        _, job = grab(w)
+        if expect is not None:
+            assert job[0] == expect, (job[0], expect)
+        for name, args in script:
+            w.send(name, job[0], *args)
+        w.send("ECHO_REQ", b"sync")
+        w.expect("ECHO_RES")
+    return job[0]
+
+
 def wait_until(predicate, timeout: float = 5.0, step: float = 0.02):  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout
     while True:
