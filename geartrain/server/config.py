@@ -178,7 +178,8 @@ OPTIONS: tuple[Option, ...] = (
            "per job, bytes of result payload kept, and of data plus warnings kept; the rest "
            "is cut off and the result marked truncated (default 1M)", parse_size, metavar="SIZE"),
     Option("result_max_count", ("--result-max-count",),
-           "results kept at most; beyond it the oldest are forgotten first (default 100000)",
+           "results kept at most; beyond it the oldest are forgotten first, N/16 at a time "
+           "(default 100000)",
            int, metavar="N"),
     Option("keep_foreground_results", ("--keep-foreground-results",),
            "keep the results of foreground jobs too", parse_bool, "flag"),
