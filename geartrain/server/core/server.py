@@ -982,34 +982,62 @@ class JobServer:
     def stored(self, jobs: Sequence[Job], error: str | None = None) -> None:
         """The durable store answered for jobs taken from :attr:`store_adds`:
         committed (*error* None), or not. Their submitters get JOB_CREATED or
-        ``ERROR QUEUE_ERROR``, in order with everything else sent to them."""
+        ``ERROR QUEUE_ERROR``, in order with everything else sent to them.
+
+        Committed is the path of every durable submit, so it is lean: the
+        replies are filled in first and each peer's held output is released
+        once per call, not once per job."""
+        if error is not None:
+            self._not_stored(jobs, error)
+            return
+        peers: list[Peer] = []
+        last: Peer | None = None
         for job in jobs:
             waiters = job.waiters
             job.waiters = None
-            if error is None:
-                reply = _res(_T.JOB_CREATED, job.handle)
-                job.stored = True
-                if job.state == STORING:
-                    if job.ignored:  # its foreground clients left meanwhile
-                        self._finish(job)
-                    elif not (job.when > 0 and self._schedule(job)):
-                        job.state = QUEUED
-                        self._enqueue(job.function, job)
-                elif job.state == FINISHED:  # it ended while its row was being written
-                    self._forget_stored(job)
-            else:
-                reply = error_packet(b"QUEUE_ERROR", error.encode("utf-8", "replace"))
-                if job.state == STORING:  # the store refused a new job: it never existed
+            handle = job.handle
+            reply = _header(RES, _JOB_CREATED, len(handle)) + handle
+            job.stored = True
+            state = job.state
+            if state == STORING:
+                if job.ignored:  # its foreground clients left meanwhile
                     self._finish(job)
+                elif not (job.when > 0 and self._schedule(job)):
+                    job.state = QUEUED
+                    f = job.function
+                    p = job.priority
+                    f.queues[p].append(job)  # (Function.push)
+                    f.queued[p] += 1
+                    if f.sleepers and not self.draining:
+                        self._wake(f)
+            elif state == FINISHED:  # it ended while its row was being written
+                self._forget_stored(job)
             if isinstance(waiters, Held):
                 waiters.data = reply
-                if not waiters.peer.closed:
-                    self._release(waiters.peer)
+                peer = waiters.peer
+                if peer is not last:
+                    peers.append(peer)
+                    last = peer
             elif waiters:
                 for held in waiters:
                     held.data = reply
-                    if not held.peer.closed:
-                        self._release(held.peer)
+                    peers.append(held.peer)
+        release = self._release
+        for peer in peers:
+            if not peer.closed:
+                release(peer)
+
+    def _not_stored(self, jobs: Sequence[Job], error: str) -> None:
+        reply = error_packet(b"QUEUE_ERROR", error.encode("utf-8", "replace"))
+        for job in jobs:
+            waiters = job.waiters
+            job.waiters = None
+            if job.state == STORING:  # the store refused a new job: it never existed
+                self._finish(job)
+            for held in (waiters,) if isinstance(waiters, Held) else waiters or ():
+                held.data = reply
+                if not held.peer.closed:
+                    self._release(held.peer)
 
     def restore(self, records: Iterable[JobRecord]) -> int:
         """Jobs replayed from the durable store at start-up (before any
