@@ -24,6 +24,7 @@ import pytest
 from geartrain.results import CANCELLED, COMPLETED, EXCEPTION, FAILED, JobResult
 from geartrain.server.stores import Store, StoredJob, StoreError, create_store, parse_store_url
 from geartrain.server.stores import mysql as mysql_store
+from geartrain.server.stores import sqlite as sqlite_store
 from tests.stores.conftest import base_url, drop_everything, require_service
 
 pytestmark = pytest.mark.timeout(120)
@@ -235,8 +236,9 @@ def test_a_store_of_the_previous_schema_is_migrated(store_kind: str, store_url: 
             assert await store.load_results() == [result(1, 30.0)]
 
     run(after())
-    # the SQL stores are at version 2; Redis needs no new version (its keys appear as used)
-    assert raw.version() == (1 if store_kind == "redis" else 2)
+    # the SQL stores are at their latest version (SQLite 3: jobs in batches, the
+    # others 2); Redis needs no new version (its keys appear as used)
+    assert raw.version() == {"redis": 1, "sqlite": 3}.get(store_kind, 2)
     assert raw.has_results()
 
 
@@ -294,7 +296,27 @@ class Raw:
         """Turn the store back into what schema version 1 created (no results)."""
         p = self.prefix
         if self.kind == "sqlite":
-            self._sqlite("DROP TABLE geartrain_results", "PRAGMA user_version = 1")
+            # version 1 kept a row per job, where version 3 keeps batches
+            conn = sqlite3.connect(self.parsed.database, isolation_level=None)
+            try:
+                rows = []
+                for b, form, blob in conn.execute("SELECT batch, format, jobs FROM geartrain_batches "
+                                                  "ORDER BY batch").fetchall():
+                    flat = sqlite_store.decode_batch(form, blob)
+                    rows += [(b, tuple(flat[i:i + 8])) for i in range(0, len(flat), 8)]
+                marks = {(b, h): n for b, h, n in conn.execute("SELECT * FROM geartrain_marks")}
+                conn.execute(sqlite_store.MIGRATIONS[1][0])
+                for b, fields in rows:
+                    mark = marks.get((b, fields[0]))
+                    if mark != sqlite_store.FINISHED:
+                        conn.execute("INSERT INTO geartrain_jobs (handle, function, unique_key, data, "
+                                     "priority, when_to_run, reducer, retries) VALUES (?,?,?,?,?,?,?,?)",
+                                     fields[:7] + (fields[7] if mark is None else mark,))
+                for table in ("geartrain_results", "geartrain_batches", "geartrain_marks"):
+                    conn.execute(f"DROP TABLE {table}")
+                conn.execute("PRAGMA user_version = 1")
+            finally:
+                conn.close()
         elif self.kind == "mysql":
             self._mysql(f"DROP TABLE `{p}results`",
                         f"UPDATE `{p}meta` SET `value` = 1 WHERE `name` = 'schema_version'")

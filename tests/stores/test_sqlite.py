@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from geartrain.server.stores.sqlite import SQLiteFile
 from tests.stores import _durable as d
 from tests.support import process
 from tests.support.wire import Wire
@@ -22,6 +24,15 @@ pytestmark = pytest.mark.timeout(60)
 
 def files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def stored_jobs(db: Path) -> list[list[Any]]:
+    """The jobs in the file, read as the helper reads them at start-up."""
+    file = SQLiteFile(str(db), "FULL", 5000)
+    try:
+        return file.replay()
+    finally:
+        file.close()
 
 
 def test_default_store_is_a_file_named_after_the_port(tmp_path: Path) -> None:
@@ -43,10 +54,7 @@ def test_default_store_is_a_file_named_after_the_port(tmp_path: Path) -> None:
     assert srv.stop() == 0
     assert "stopping: 3 queued job(s) stay in sqlite://" in srv.log()
     assert db.exists()
-    conn = sqlite3.connect(db)
-    rows = conn.execute("SELECT handle FROM geartrain_jobs ORDER BY seq").fetchall()
-    conn.close()
-    assert [bytes(r[0]) for r in rows] == handles
+    assert [job[0] for job in stored_jobs(db)] == handles
 
     srv = start("run2")  # after SIGTERM
     assert set(d.show_jobs(srv.address)) == set(handles)
@@ -83,7 +91,7 @@ def test_explicit_empty_sqlite_file_is_kept(tmp_path: Path) -> None:
     assert srv.stop() == 0
     assert db.exists()
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT COUNT(*) FROM geartrain_jobs").fetchone() == (0,)
+    assert conn.execute("SELECT COUNT(*) FROM geartrain_batches").fetchone() == (0,)
     conn.close()
     d.assert_clean(srv)
 

@@ -88,8 +88,9 @@ def test_a_helper_that_dies_fails_every_request_in_flight_and_is_replaced(tmp_pa
             second = asyncio.ensure_future(store.apply([_job(b"H:x:2")], [], []))
             await asyncio.sleep(0.3)
             assert not first.done() and not second.done()
-            assert store._proc is not None
-            os.kill(store._proc.pid, signal.SIGKILL)
+            pid = store.helper_pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
             outcomes = await asyncio.wait_for(
                 asyncio.gather(first, second, return_exceptions=True), 5)
             blocker.execute("ROLLBACK")

@@ -21,9 +21,10 @@ queues do).
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar, NamedTuple
 
 from geartrain.results import JobResult, result_from_json
@@ -125,6 +126,36 @@ class Store(abc.ABC):
         keep *results* (replacing a result with the same handle) and forget
         the results of the handles in *result_drops*.
         Raises StoreError (then nothing of it was applied)."""
+
+    def start_apply(
+        self,
+        adds: Sequence[StoredJob],
+        updates: Sequence[tuple[bytes, int]],
+        dones: Sequence[bytes],
+        results: Sequence[JobResult],
+        result_drops: Sequence[bytes],
+        done: Callable[[BaseException | None], None],
+    ) -> Callable[[], None]:
+        """:meth:`apply` without waiting for it (the committer's way): *done*
+        is called with None once it is committed, or with the exception that
+        failed it. Returns a function that gives up on it (the committer's
+        timeout), after which *done* may not be called at all.
+
+        This runs apply() in a task. A store that can answer from a callback
+        overrides it (the SQLite store, from its helper's pipe) and so saves
+        a task and its wake-ups on the path of every durable submit."""
+        task = asyncio.get_running_loop().create_task(
+            self.apply(adds, updates, dones, results, result_drops))
+
+        def finished(task: asyncio.Task[None]) -> None:
+            if not task.cancelled():
+                done(task.exception())
+
+        def give_up() -> None:
+            task.cancel()
+
+        task.add_done_callback(finished)
+        return give_up
 
     async def load_results(self) -> list[JobResult]:
         """Every kept result (the server drops the expired ones)."""

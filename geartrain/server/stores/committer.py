@@ -44,7 +44,14 @@ def stored_jobs(jobs: list[Job]) -> list[StoredJob]:
 
 
 class Committer:
-    """Runs the store's transactions for one core (``depth`` at a time)."""
+    """Runs the store's transactions for one core (``depth`` at a time).
+
+    Driven by callbacks, not tasks: :meth:`take` starts a transaction as
+    soon as a slot is free (``Store.start_apply``), and the store's answer
+    (:meth:`_Transaction.finish`) releases the held replies, then starts the
+    next one. The SQLite store answers straight from its helper's pipe, so a
+    transaction costs no task, future or timeout context, only a timer.
+    """
 
     def __init__(self, store: Store, core: JobServer, on_change: Callable[[], None],
                  timeout: float = 5.0, depth: int | None = None) -> None:
@@ -57,13 +64,13 @@ class Committer:
         self._dones: list[Job] = []
         self._results: list[JobResult] = []
         self._result_drops: list[bytes] = []
-        self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight: set[_Transaction] = set()
+        self._retry_timer: asyncio.TimerHandle | None = None
         #: transactions that may run at once (the store says how many it overlaps)
         self.depth = max(1, depth if depth is not None else store.overlap)
-        self._busy = 0
         self._failing_since: float | None = None
         self._backoff = 0.0
         self._retry_at = 0.0
@@ -74,9 +81,7 @@ class Committer:
         self.failures = 0
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._lane(), name=f"geartrain-committer-{i}")
-                       for i in range(self.depth)]
+        self._loop = asyncio.get_running_loop()
 
     def take(self) -> None:
         """Collect the core's pending store effects (called after each batch)."""
@@ -98,7 +103,7 @@ class Committer:
             core.store_result_drops.clear()
         if self._has_work():
             self._idle.clear()
-            self._wake.set()
+            self._kick()
 
     def _has_work(self) -> bool:
         return bool(self._adds or self._updates or self._dones or self._results or self._result_drops)
@@ -108,91 +113,92 @@ class Committer:
         return (len(self._adds) + len(self._updates) + len(self._dones) + len(self._results)
                 + len(self._result_drops))
 
-    async def _lane(self) -> None:
-        """One transaction at a time; ``depth`` lanes overlap theirs."""
-        while True:
-            if not self._has_work():
-                if self._busy == 0:
-                    self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+    def _kick(self) -> None:
+        """Start transactions while there is work and a free slot."""
+        loop = self._loop
+        if loop is None:  # not started (or stopped)
+            return
+        while len(self._in_flight) < self.depth and self._has_work():
             pause = self._retry_at - time.monotonic()
-            if pause > 0:  # the store failed: everyone waits out the back-off
-                await asyncio.sleep(pause)
-                continue
-            adds, self._adds = self._adds, []
-            updates, self._updates = self._updates, []
-            dones, self._dones = self._dones, []
-            results, self._results = self._results, []
-            drops, self._result_drops = self._result_drops, []
-            self._busy += 1
-            try:
-                await self._commit_once(adds, updates, dones, results, drops)
-            finally:
-                self._busy -= 1
+            if pause > 0:  # the store failed: everything waits out the back-off
+                if self._retry_timer is None:
+                    self._retry_timer = loop.call_later(pause, self._retry)
+                return
+            txn = _Transaction(self, self._adds, self._updates, self._dones, self._results,
+                               self._result_drops)
+            self._adds, self._updates, self._dones, self._results, self._result_drops = [], [], [], [], []
+            self._in_flight.add(txn)
+            txn.begin(loop)
+        if not self._in_flight and not self._has_work():
+            self._idle.set()
 
-    async def _commit_once(self, adds: list[Job], updates: list[Job], dones: list[Job],
-                           results: list[JobResult], drops: list[bytes]) -> None:
-        rows = stored_jobs(adds)
-        started = time.monotonic()
-        try:
-            await asyncio.wait_for(
-                self.store.apply(rows, [(j.handle, j.retries) for j in updates], [j.handle for j in dones],
-                                 results, drops),
-                self.timeout)
-        except RejectedJobs as exc:
+    def _retry(self) -> None:
+        self._retry_timer = None
+        self._kick()
+
+    def _finished(self, txn: _Transaction, exc: BaseException | None) -> None:
+        """A transaction is over: committed (*exc* None) or failed."""
+        self._in_flight.discard(txn)
+        adds = txn.adds
+        if exc is None:
+            self._committed(txn)
+        elif isinstance(exc, RejectedJobs):
             # a few jobs can never be stored (too big for the database): refuse
             # just those, and apply everything else again at once
             bad = [j for j in adds if j.handle in exc.handles]
             log.warning("store %s refused %d job(s): %s", self.store.describe(), len(bad), exc)
             self.core.stored(bad, f"{self.store.scheme} store refused the job: {_reason(exc, self.timeout)}")
             self._adds[:0] = [j for j in adds if j.handle not in exc.handles]
-            self._updates[:0] = updates
-            self._dones[:0] = dones
-            self._results[:0] = results
-            self._result_drops[:0] = drops
-            self._wake.set()
+            self._keep(txn)
             self.on_change()
-            return
-        except Exception as exc:  # StoreError, a timeout, or a driver's own error
-            reason = _reason(exc, self.timeout)
-            self.failures += 1
-            now = time.monotonic()
-            if self._failing_since is None:
-                self._failing_since = now
-                log.error("store %s failed: %s; refusing background submits until it is back",
-                          self.store.describe(), reason)
-            if adds:
-                self.core.stored(adds, f"{self.store.scheme} store unavailable: {reason}")
-            # keep what must still reach the store; try again after a pause
-            self._updates[:0] = updates
-            self._dones[:0] = dones
-            self._results[:0] = results
-            self._result_drops[:0] = drops
-            if adds and isinstance(exc, TimeoutError):
-                # the transaction may still land after we gave up on it (a thread
-                # that goes on, a query the server already ran): the clients were
-                # told no, so those rows must go -- deleting a missing row is harmless
-                self._dones.extend(adds)
-            self.on_change()
-            self._backoff = min(1.0, self._backoff * 2 or 0.05)
-            self._retry_at = time.monotonic() + self._backoff
-            self._wake.set()
-            return
+        else:  # StoreError, a timeout, or a driver's own error
+            self._failed(txn, exc)
+        self._kick()
+
+    def _committed(self, txn: _Transaction) -> None:
         if self._failing_since is not None:
             log.warning("store %s is back after %.1fs", self.store.describe(),
                         time.monotonic() - self._failing_since)
             self._failing_since = None
         self._backoff = 0.0
         self.commits += 1
-        self.latency.observe(time.monotonic() - started)
+        elapsed = time.monotonic() - txn.started
+        self.latency.observe(elapsed)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("store commit: %d added, %d updated, %d done in %.1f ms", len(adds),
-                      len(updates), len(dones), (time.monotonic() - started) * 1000)
-        if adds:
-            self.core.stored(adds, None)
+            log.debug("store commit: %d added, %d updated, %d done in %.1f ms", len(txn.adds),
+                      len(txn.updates), len(txn.dones), elapsed * 1000)
+        if txn.adds:
+            self.core.stored(txn.adds, None)
         self.on_change()
+
+    def _failed(self, txn: _Transaction, exc: BaseException) -> None:
+        reason = _reason(exc, self.timeout)
+        self.failures += 1
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+            log.error("store %s failed: %s; refusing background submits until it is back",
+                      self.store.describe(), reason)
+        adds = txn.adds
+        if adds:
+            self.core.stored(adds, f"{self.store.scheme} store unavailable: {reason}")
+        # keep what must still reach the store; try again after a pause
+        self._keep(txn)
+        if adds and isinstance(exc, TimeoutError):
+            # the transaction may still land after we gave up on it (a thread
+            # that goes on, a query the server already ran): the clients were
+            # told no, so those rows must go -- deleting a missing row is harmless
+            self._dones.extend(adds)
+        self.on_change()
+        self._backoff = min(1.0, self._backoff * 2 or 0.05)
+        self._retry_at = time.monotonic() + self._backoff
+
+    def _keep(self, txn: _Transaction) -> None:
+        """Put back what a transaction that did not commit must still write."""
+        self._updates[:0] = txn.updates
+        self._dones[:0] = txn.dones
+        self._results[:0] = txn.results
+        self._result_drops[:0] = txn.drops
 
     async def drain(self, timeout: float) -> bool:
         """Wait until everything taken so far is committed (shutdown)."""
@@ -204,14 +210,71 @@ class Committer:
             return False
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        """Give up on the transactions in flight; start no more."""
+        self._loop = None
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        for txn in list(self._in_flight):
+            txn.abandon()
+        self._in_flight.clear()
+        await asyncio.sleep(0)  # (let a cancelled apply task unwind)
+
+
+class _Transaction:
+    """One transaction in flight: what it carries, its timer, how to give up on it."""
+
+    __slots__ = ("committer", "adds", "updates", "dones", "results", "drops", "started",
+                 "timer", "cancel", "over")
+
+    def __init__(self, committer: Committer, adds: list[Job], updates: list[Job], dones: list[Job],
+                 results: list[JobResult], drops: list[bytes]) -> None:
+        self.committer = committer
+        self.adds = adds
+        self.updates = updates
+        self.dones = dones
+        self.results = results
+        self.drops = drops
+        self.started = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.cancel: Callable[[], None] | None = None
+        self.over = False
+
+    def begin(self, loop: asyncio.AbstractEventLoop) -> None:
+        committer = self.committer
+        self.started = time.monotonic()
+        self.timer = loop.call_later(committer.timeout, self.expire)
+        try:
+            self.cancel = committer.store.start_apply(
+                stored_jobs(self.adds), [(j.handle, j.retries) for j in self.updates],
+                [j.handle for j in self.dones], self.results, self.drops, self.finish)
+        except Exception as exc:  # (a store that fails before it starts)
+            self.finish(exc)
+
+    def finish(self, exc: BaseException | None) -> None:
+        """The store's answer (None: committed)."""
+        if self.over:  # given up on already (timeout, stop): too late
+            return
+        self.over = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.committer._finished(self, exc)
+
+    def expire(self) -> None:
+        """No answer within the committer's timeout: give up on it."""
+        if self.over:
+            return
+        self.over = True
+        self.abandon()
+        self.committer._finished(self, TimeoutError())
+
+    def abandon(self) -> None:
+        self.over = True
+        if self.timer is not None:
+            self.timer.cancel()
+        cancel, self.cancel = self.cancel, None
+        if cancel is not None:
+            cancel()
 
 
 def _reason(exc: BaseException, timeout: float) -> str:
