@@ -85,7 +85,13 @@ class GearConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         frames = self.decoder.feed(data)
         if frames:
-            self.core.receive(self.peer, frames)  # type: ignore[arg-type]
+            core = self.core
+            core.receive(self.peer, frames)  # type: ignore[arg-type]
+            if core.store_adds and self.network.on_store_effects is not None:
+                # submits waiting for the store go now, not at the end of the
+                # loop iteration: the helper commits them while the other
+                # connections' reads are parsed (their JOB_CREATED waits on it)
+                self.network.on_store_effects()
             if not self.network.flush_pending:  # checked here: the call is the rare case
                 self.network.request_flush()
 
