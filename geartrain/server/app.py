@@ -173,6 +173,7 @@ class ServerProcess:
                                        timeout=self.config.store_timeout)
             self.committer.start()
             self.network.on_store_effects = self.committer.take
+            self.network.on_store_adds = self.committer.take_early
             self.committer.take()  # expired results found at start-up
         return True
 

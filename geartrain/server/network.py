@@ -87,11 +87,10 @@ class GearConnection(asyncio.Protocol):
         if frames:
             core = self.core
             core.receive(self.peer, frames)  # type: ignore[arg-type]
-            if core.store_adds and self.network.on_store_effects is not None:
-                # submits waiting for the store go now, not at the end of the
-                # loop iteration: the helper commits them while the other
-                # connections' reads are parsed (their JOB_CREATED waits on it)
-                self.network.on_store_effects()
+            if core.store_adds and self.network.on_store_adds is not None:
+                # submits waiting for the store may go now, not at the end of
+                # the loop iteration: see Committer.take_early
+                self.network.on_store_adds()
             if not self.network.flush_pending:  # checked here: the call is the rare case
                 self.network.request_flush()
 
@@ -147,6 +146,9 @@ class Network:
         #: called after a flush when the core produced store effects (the
         #: committer's ``take``); None with the memory store
         self.on_store_effects: Callable[[], None] | None = None
+        #: called after a read that produced submits for the store (the
+        #: committer's ``take_early``); None with the memory store
+        self.on_store_adds: Callable[[], None] | None = None
 
     async def listen(self, hosts: Sequence[str] | None, port: int, backlog: int) -> list[tuple[str, int]]:
         """Bind the Gear port on *hosts* (all interfaces when empty); returns bound addresses."""

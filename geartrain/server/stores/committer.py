@@ -105,6 +105,15 @@ class Committer:
             self._idle.clear()
             self._kick()
 
+    def take_early(self) -> None:
+        """After a read that produced submits: start a transaction with them
+        at once if none is in flight (the store would otherwise sit idle
+        while the rest of the loop iteration's reads are parsed). With one
+        in flight they wait for :meth:`take` at the end of the iteration, so
+        each read does not cost a request of its own."""
+        if not self._in_flight:
+            self.take()
+
     def _has_work(self) -> bool:
         return bool(self._adds or self._updates or self._dones or self._results or self._result_drops)
 
