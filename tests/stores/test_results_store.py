@@ -302,8 +302,7 @@ class Raw:
                 rows = []
                 for b, form, blob in conn.execute("SELECT batch, format, jobs FROM geartrain_batches "
                                                   "ORDER BY batch").fetchall():
-                    flat = sqlite_store.decode_batch(form, blob)
-                    rows += [(b, tuple(flat[i:i + 8])) for i in range(0, len(flat), 8)]
+                    rows += [(b, fields) for fields in sqlite_store.decode_batch(form, blob)]
                 marks = {(b, h): n for b, h, n in conn.execute("SELECT * FROM geartrain_marks")}
                 conn.execute(sqlite_store.MIGRATIONS[1][0])
                 for b, fields in rows:

@@ -21,13 +21,13 @@ from geartrain.server.stores.base import StoreError
 from geartrain.server.stores.sqlite import SQLiteFile, decode_batch, encode_batch, read_batch
 
 
-def job(n: int, retries: int = 0, function: bytes = b"f") -> list[Any]:
+def job(n: int, retries: int = 0, function: bytes = b"f") -> tuple[Any, ...]:
     """A job's 8 fields, in StoredJob's order."""
-    return [b"H:t:%d" % n, function, b"u%d" % n, b"data %d" % n, n % 3, 0, b"", retries]
+    return (b"H:t:%d" % n, function, b"u%d" % n, b"data %d" % n, n % 3, 0, b"", retries)
 
 
-def batch(*jobs: list[Any]) -> bytes:
-    return encode_batch([v for j in jobs for v in j])
+def batch(*jobs: tuple[Any, ...]) -> bytes:
+    return encode_batch(list(jobs))
 
 
 def apply(file: SQLiteFile, adds: bytes = b"", updates: list[tuple[bytes, int]] | None = None,
@@ -64,18 +64,23 @@ field_values = st.tuples(
 @given(st.lists(field_values, max_size=30))
 def test_the_reference_reader_reads_what_marshal_writes(jobs: list[tuple[Any, ...]]) -> None:
     # (the same function object in many jobs is written once and referenced)
-    flat = [v for j in jobs for v in j]
-    blob = encode_batch(flat)
-    assert read_batch(blob) == flat == marshal.loads(blob)
-    assert decode_batch(store.BATCH_FORMAT, blob) == flat
+    blob = encode_batch(jobs)
+    assert read_batch(blob) == jobs == marshal.loads(blob)
+    assert decode_batch(store.BATCH_FORMAT, blob) == jobs
 
 
-@pytest.mark.parametrize("damage", [b"", b"[", b"\xdb\x05\x00\x00\x00s", b"?123", b"[\x01\x00\x00\x00x"])
+@pytest.mark.parametrize("damage", [b"", b"[", b"\xdb\x05\x00\x00\x00s", b"?123", b"[\x01\x00\x00\x00x",
+                                    b"[\x01\x00\x00\x00)\x02"])
 def test_a_damaged_batch_is_a_clear_error(damage: bytes) -> None:
     with pytest.raises(StoreError, match="damaged batch"):
         read_batch(damage)
     with pytest.raises(StoreError):
         decode_batch(store.BATCH_FORMAT, damage)
+
+
+def test_a_batch_that_is_not_jobs_is_refused() -> None:
+    with pytest.raises(StoreError, match="damaged batch"):
+        decode_batch(store.BATCH_FORMAT, encode_batch([(b"H:t:1", b"f")]))  # two fields, not eight
 
 
 def test_an_unknown_batch_format_asks_for_an_upgrade() -> None:

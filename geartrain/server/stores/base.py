@@ -24,8 +24,8 @@ import abc
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import ClassVar, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import ClassVar, NamedTuple, overload
 
 from geartrain.results import JobResult, result_from_json
 from geartrain.server.stores.url import StoreURL
@@ -57,6 +57,44 @@ def result_row(result: JobResult) -> tuple[bytes, bytes, bytes, str, float, str]
     columns to look it up or expire it by."""
     record = json.dumps(result.to_json(), separators=(",", ":"))
     return result.handle, result.function, result.unique, result.state, result.finished, record
+
+
+class StoredRows(Sequence[StoredJob]):
+    """Jobs to store, as the committer hands them to ``apply``: a sequence
+    of StoredJob made on first use. A store that only needs the fields in
+    order calls :meth:`tuples` instead and no StoredJob is made at all
+    (the SQLite store packs those tuples as they are, on the path of every
+    durable submit)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: list[StoredJob] | None = None
+
+    @abc.abstractmethod
+    def tuples(self) -> list[tuple[bytes, bytes, bytes, bytes, int, int, bytes, int]]:
+        """Each job's fields as a plain tuple, in StoredJob's order."""
+
+    def _made(self) -> list[StoredJob]:
+        if self._rows is None:
+            self._rows = [tuple.__new__(StoredJob, fields) for fields in self.tuples()]
+        return self._rows
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """How many jobs (without making their StoredJobs)."""
+
+    @overload
+    def __getitem__(self, index: int) -> StoredJob: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[StoredJob]: ...
+
+    def __getitem__(self, index: int | slice) -> StoredJob | list[StoredJob]:
+        return self._made()[index]
+
+    def __iter__(self) -> Iterator[StoredJob]:
+        return iter(self._made())
 
 
 def result_from_record(record: str | bytes, handle: bytes | None = None, function: bytes | None = None,

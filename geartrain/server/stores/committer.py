@@ -27,20 +27,29 @@ from geartrain.results import JobResult
 from geartrain.server.core.job import Job
 from geartrain.server.core.server import JobServer
 from geartrain.server.core.stats import Histogram
-from geartrain.server.stores.base import RejectedJobs, Store, StoredJob
+from geartrain.server.stores.base import RejectedJobs, Store, StoredJob, StoredRows
 
 log = logging.getLogger("geartrain.server")
 
 
-_tuple_new = tuple.__new__
+class JobRows(StoredRows):
+    """What the store is to keep of *jobs*, as they are now: StoredJobs made
+    when the store first reads them, or plain tuples for a store that asks
+    for ``tuples()`` (SQLite), so no StoredJob is made on the path of every
+    durable submit there."""
 
+    __slots__ = ("jobs",)
 
-def stored_jobs(jobs: list[Job]) -> list[StoredJob]:
-    """What the store is to keep of *jobs*, as they are now (one StoredJob
-    each, made without the keyword handling of ``StoredJob(...)``: this runs
-    for every durable submit)."""
-    return [_tuple_new(StoredJob, (j.handle, j.function.name, j.unique, j.data, j.priority, j.when,
-                                   j.reducer, j.retries)) for j in jobs]
+    def __init__(self, jobs: list[Job]) -> None:
+        super().__init__()
+        self.jobs = jobs
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def tuples(self) -> list[tuple[bytes, bytes, bytes, bytes, int, int, bytes, int]]:
+        return [(j.handle, j.function.name, j.unique, j.data, j.priority, j.when, j.reducer, j.retries)
+                for j in self.jobs]
 
 
 class Committer:
@@ -255,7 +264,7 @@ class _Transaction:
         self.timer = loop.call_later(committer.timeout, self.expire)
         try:
             self.cancel = committer.store.start_apply(
-                stored_jobs(self.adds), [(j.handle, j.retries) for j in self.updates],
+                JobRows(self.adds), [(j.handle, j.retries) for j in self.updates],
                 [j.handle for j in self.dones], self.results, self.drops, self.finish)
         except Exception as exc:  # (a store that fails before it starts)
             self.finish(exc)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import marshal
 import os
 import signal
@@ -48,7 +47,7 @@ from typing import Any, cast
 
 from geartrain.results import JobResult
 from geartrain.server.core.results import record_of
-from geartrain.server.stores.base import Store, StoredJob, StoreError, result_row
+from geartrain.server.stores.base import Store, StoredJob, StoredRows, StoreError, result_row
 from geartrain.server.stores.url import StoreURL
 
 SCHEMA_VERSION = 3
@@ -110,36 +109,38 @@ _ROWS_PER_DELETE = 500
 _FRAME = struct.Struct(">I")
 #: geartrain_marks.retries of a job that is gone
 FINISHED = -1
-#: geartrain_batches.format: a marshal (version 4) list holding the 8 fields of
-#: each job one after the other (lists, bytes and ints only: read_batch reads
-#: it without marshal, so the file does not depend on marshal staying the same)
+#: geartrain_batches.format: a marshal (version 4) list of one tuple per job,
+#: its 8 fields in StoredJob's order (lists, tuples, bytes and ints only:
+#: read_batch reads it without marshal, so the file does not depend on marshal
+#: staying the same)
 BATCH_FORMAT = 1
 MARSHAL_VERSION = 4
 #: a batch bigger than this is stored as several (SQLite's values stop at 1 GB)
 MAX_BATCH_BYTES = 256 << 20
 
 
-def encode_batch(flat: list[Any]) -> bytes:
-    """The packed value of a batch (*flat*: 8 values per job, StoredJob order)."""
-    return marshal.dumps(flat, MARSHAL_VERSION)
+def encode_batch(rows: list[tuple[Any, ...]]) -> bytes:
+    """The packed value of a batch (*rows*: plain tuples of a job's 8 fields,
+    in StoredJob's order)."""
+    return marshal.dumps(rows, MARSHAL_VERSION)
 
 
-def decode_batch(form: int, blob: bytes) -> list[Any]:
+def decode_batch(form: int, blob: bytes) -> list[tuple[Any, ...]]:
     if form != BATCH_FORMAT:
         raise StoreError(f"batch format {form} is unknown to this geartrain; upgrade geartrain")
     try:
-        flat = marshal.loads(blob)
+        rows = marshal.loads(blob)
     except (ValueError, EOFError, TypeError):
-        flat = read_batch(blob)  # a marshal that changed: the reference reader
-    if not isinstance(flat, list) or len(flat) % _COLUMNS:
+        rows = read_batch(blob)  # a marshal that changed: the reference reader
+    if not isinstance(rows, list) or not all(type(r) is tuple and len(r) == _COLUMNS for r in rows):
         raise StoreError("a damaged batch of jobs")
-    return flat
+    return rows
 
 
-def read_batch(blob: bytes) -> list[Any]:
+def read_batch(blob: bytes) -> list[tuple[Any, ...]]:
     """The reference reader of format 1, without marshal: the subset of
-    marshal version 4 that ``encode_batch`` writes (a list of bytes and ints,
-    where an object seen before may be a back-reference)."""
+    marshal version 4 that ``encode_batch`` writes (a list of tuples of bytes
+    and ints, where an object seen before may be a back-reference)."""
     refs: list[Any] = []
     pos = 0
 
@@ -164,7 +165,15 @@ def read_batch(blob: bytes) -> list[Any]:
             for _ in range(n):
                 value.append(read())
             return value
-        if kind == "s":
+        if kind in "()":  # a tuple (")": its length in one byte)
+            if kind == ")":
+                n = blob[pos]
+                pos += 1
+            else:
+                (n,) = struct.unpack_from("<I", blob, pos)
+                pos += 4
+            value = tuple([read() for _ in range(n)])
+        elif kind == "s":
             (n,) = struct.unpack_from("<I", blob, pos)
             value = bytes(blob[pos + 4:pos + 4 + n])
             pos += 4 + n
@@ -188,18 +197,17 @@ def read_batch(blob: bytes) -> list[Any]:
         raise StoreError("a damaged batch of jobs") from None
 
 
-def _split(flat: list[Any], limit: int) -> Iterator[list[Any]]:
-    """*flat* in parts of whole jobs, each packing to about *limit* bytes at
-    most (a job bigger than that alone)."""
-    part: list[Any] = []
+def _split(rows: list[tuple[Any, ...]], limit: int) -> Iterator[list[tuple[Any, ...]]]:
+    """*rows* in parts, each packing to about *limit* bytes at most (a job
+    bigger than that alone)."""
+    part: list[tuple[Any, ...]] = []
     size = 0
-    for i in range(0, len(flat), _COLUMNS):
-        job = flat[i:i + _COLUMNS]
+    for job in rows:
         job_size = sum(len(v) + 5 if isinstance(v, bytes) else 5 for v in job)
         if part and size + job_size > limit:
             yield part
             part, size = [], 0
-        part += job
+        part.append(job)
         size += job_size
     if part:
         yield part
@@ -209,8 +217,8 @@ def _pack_job_rows(db: sqlite3.Connection) -> None:
     """Schema 3: the rows of the per-job table become batches, in their order."""
     rows = db.execute("SELECT handle, function, unique_key, data, priority, when_to_run, reducer, "
                       "retries FROM geartrain_jobs ORDER BY seq").fetchall()
-    flat = [bytes(v) if isinstance(v, (bytes, memoryview)) else v for row in rows for v in row]
-    for part in _split(flat, MAX_BATCH_BYTES):
+    jobs = [tuple(bytes(v) if isinstance(v, (bytes, memoryview)) else v for v in row) for row in rows]
+    for part in _split(jobs, MAX_BATCH_BYTES):
         db.execute("INSERT INTO geartrain_batches (format, jobs) VALUES (?, ?)",
                    (BATCH_FORMAT, encode_batch(part)))
 
@@ -282,14 +290,13 @@ class SQLiteFile:
         self.batch_of, self.live = batch_of, live
         for batch, form, blob in self.db.execute(
                 "SELECT batch, format, jobs FROM geartrain_batches ORDER BY batch").fetchall():
-            flat = decode_batch(form, blob)
             count = 0
-            for i in range(0, len(flat), _COLUMNS):
-                handle = flat[i]
+            for row in decode_batch(form, blob):
+                handle = row[0]
                 mark = marks.get((batch, handle))
                 if mark == FINISHED or handle in batch_of:  # gone, or a copy of a live job
                     continue
-                fields = flat[i:i + _COLUMNS]
+                fields = list(row)
                 if mark is not None:
                     fields[7] = mark
                 batch_of[handle] = batch
@@ -381,21 +388,22 @@ class SQLiteFile:
 
     def _add(self, blob: bytes, marks: list[tuple[int, bytes, int]], emptied: list[int]) -> None:
         """Store one batch of new jobs (split if it is too big for one value)."""
-        flat = decode_batch(BATCH_FORMAT, blob)
+        rows = decode_batch(BATCH_FORMAT, blob)
         if len(blob) > MAX_BATCH_BYTES:
-            for part in _split(flat, MAX_BATCH_BYTES):
+            for part in _split(rows, MAX_BATCH_BYTES):
                 self._add_part(encode_batch(part), part, marks, emptied)
         else:
-            self._add_part(blob, flat, marks, emptied)
+            self._add_part(blob, rows, marks, emptied)
 
-    def _add_part(self, blob: bytes, flat: list[Any], marks: list[tuple[int, bytes, int]],
+    def _add_part(self, blob: bytes, rows: list[tuple[Any, ...]], marks: list[tuple[int, bytes, int]],
                   emptied: list[int]) -> None:
         batch = self.db.execute("INSERT INTO geartrain_batches (format, jobs) VALUES (?, ?)",
                                 (BATCH_FORMAT, blob)).lastrowid
         assert batch is not None
         batch_of = self.batch_of
         count = 0
-        for handle in flat[::_COLUMNS]:
+        for row in rows:
+            handle = row[0]
             other = batch_of.get(handle)
             if other is None:
                 batch_of[handle] = batch
@@ -721,7 +729,12 @@ class SQLiteStore(Store):
     def _apply_args(adds: Sequence[StoredJob], updates: Sequence[tuple[bytes, int]],
                     dones: Sequence[bytes], results: Sequence[JobResult],
                     result_drops: Sequence[bytes]) -> tuple[Any, ...]:
-        batch = encode_batch(list(itertools.chain.from_iterable(adds))) if adds else b""
+        if not adds:
+            batch = b""
+        elif isinstance(adds, StoredRows):  # the committer's: plain tuples, no StoredJob made
+            batch = encode_batch(adds.tuples())
+        else:  # (marshal writes plain tuples only)
+            batch = encode_batch([tuple(job) for job in adds])
         return batch, list(updates), list(dones), [record_of(r) for r in results], list(result_drops)
 
     async def load_results(self) -> list[JobResult]:
