@@ -27,16 +27,16 @@ from geartrain.results import JobResult
 from geartrain.server.core.job import Job
 from geartrain.server.core.server import JobServer
 from geartrain.server.core.stats import Histogram
-from geartrain.server.stores.base import RejectedJobs, Store, StoredJob, StoredRows
+from geartrain.server.stores.base import RejectedJobs, Store, StoredRows
 
 log = logging.getLogger("geartrain.server")
 
 
 class JobRows(StoredRows):
-    """What the store is to keep of *jobs*, as they are now: StoredJobs made
-    when the store first reads them, or plain tuples for a store that asks
-    for ``tuples()`` (SQLite), so no StoredJob is made on the path of every
-    durable submit there."""
+    """What the store is to keep of *jobs*, read when the store reads them
+    (at once for SQLite): StoredJobs made on first use, or plain tuples for
+    a store that asks for ``tuples()`` (SQLite), so no StoredJob is made on
+    the path of every durable submit there."""
 
     __slots__ = ("jobs",)
 
