@@ -88,6 +88,29 @@ def test_an_unknown_batch_format_asks_for_an_upgrade() -> None:
         decode_batch(2, batch(job(1)))
 
 
+def test_a_damaged_batch_in_the_file_names_itself_and_the_way_out(tmp_path: Path) -> None:
+    db = tmp_path / "q.db"
+    file = opened(db)
+    apply(file, batch(job(1)))
+    apply(file, batch(job(2), job(3)))
+    apply(file, dones=[b"H:t:3"])  # a mark in the batch that gets damaged
+    file.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    (second,) = conn.execute("SELECT MAX(batch) FROM geartrain_batches").fetchone()
+    conn.execute("UPDATE geartrain_batches SET jobs = x'5b0100' WHERE batch = ?", (second,))
+    conn.close()
+    with pytest.raises(StoreError, match=rf"damaged batch.* batch {second} .*DELETE FROM geartrain_batches "
+                                         rf"WHERE batch = {second}"):
+        opened(db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(f"DELETE FROM geartrain_batches WHERE batch = {second}")
+    conn.close()
+    file = opened(db)  # the way out works: the other jobs are there
+    assert handles(file) == [b"H:t:1"]
+    file.close()
+    assert tables(db) == {"geartrain_batches": 1, "geartrain_marks": 0}  # its marks went too
+
+
 # -- batches and marks -------------------------------------------------------
 
 def test_jobs_end_by_marks_and_a_batch_goes_with_its_last_job(tmp_path: Path) -> None:

@@ -290,8 +290,14 @@ class SQLiteFile:
         self.batch_of, self.live = batch_of, live
         for batch, form, blob in self.db.execute(
                 "SELECT batch, format, jobs FROM geartrain_batches ORDER BY batch").fetchall():
+            try:
+                rows = decode_batch(form, blob)
+            except StoreError as exc:
+                raise StoreError(
+                    f"{exc} in batch {batch} of geartrain_batches; its jobs can only be given up: "
+                    f"DELETE FROM geartrain_batches WHERE batch = {batch}") from None
             count = 0
-            for row in decode_batch(form, blob):
+            for row in rows:
                 handle = row[0]
                 mark = marks.get((batch, handle))
                 if mark == FINISHED or handle in batch_of:  # gone, or a copy of a live job
@@ -308,13 +314,18 @@ class SQLiteFile:
     def _load(self) -> None:
         for _ in self._jobs():
             pass
-        # batches left with no live job (cannot happen but by hand): tidy up
+        # batches left with no live job, and marks left without their batch
+        # (neither happens but by hand, e.g. a damaged batch deleted): tidy up
         empty = [b for (b,) in self.db.execute("SELECT batch FROM geartrain_batches")
                  if b not in self.live]
-        if empty:
+        orphans = self.db.execute("SELECT 1 FROM geartrain_marks WHERE batch NOT IN "
+                                  "(SELECT batch FROM geartrain_batches) LIMIT 1").fetchone()
+        if empty or orphans:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 self._delete_batches(empty)
+                self.db.execute("DELETE FROM geartrain_marks WHERE batch NOT IN "
+                                "(SELECT batch FROM geartrain_batches)")
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
