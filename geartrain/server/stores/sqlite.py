@@ -448,27 +448,35 @@ class _Requests:
         """Every complete request received so far (waiting for at least one);
         None at the end of the input."""
         while True:
-            requests = []
-            buffer, offset = self.buffer, 0
-            while len(buffer) - offset >= _FRAME.size:
-                (size,) = _FRAME.unpack_from(buffer, offset)
-                end = offset + _FRAME.size + size
-                if end > len(buffer):
-                    break
-                requests.append(marshal.loads(buffer[offset + _FRAME.size:end]))
-                offset = end
-            del buffer[:offset]
+            requests = _unframe(self.buffer)
             if requests:
                 return requests
             data = os.read(self.fd, 1 << 20)
             if not data:
                 return None
-            buffer += data
+            self.buffer += data
 
+
+# requests and answers alike: a 4-byte length, then a marshal body
 
 def _frame(value: Any) -> bytes:
     body = marshal.dumps(value)
     return _FRAME.pack(len(body)) + body
+
+
+def _unframe(buffer: bytearray) -> list[Any]:
+    """The values of the complete frames at the start of *buffer*, taken out of it."""
+    values = []
+    offset = 0
+    while len(buffer) - offset >= _FRAME.size:
+        (size,) = _FRAME.unpack_from(buffer, offset)
+        end = offset + _FRAME.size + size
+        if end > len(buffer):
+            break
+        values.append(marshal.loads(buffer[offset + _FRAME.size:end]))
+        offset = end
+    del buffer[:offset]
+    return values
 
 
 def _error_text(exc: BaseException) -> str:
@@ -568,19 +576,11 @@ class _Helper(asyncio.SubprocessProtocol):
         self.stdin = cast(asyncio.WriteTransport, self.transport.get_pipe_transport(0))
 
     def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
-        buffer = self.buffer
-        buffer += data
-        offset, waiting = 0, self.waiting
-        while len(buffer) - offset >= _FRAME.size:
-            (size,) = _FRAME.unpack_from(buffer, offset)
-            end = offset + _FRAME.size + size
-            if end > len(buffer):
-                break
-            answer = marshal.loads(bytes(buffer[offset + _FRAME.size:end]))
-            offset = end
+        self.buffer += data
+        waiting = self.waiting
+        for answer in _unframe(self.buffer):
             if waiting:
                 waiting.popleft()(answer)
-        del buffer[:offset]
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:  # its stdout: no more answers
@@ -615,9 +615,8 @@ class _Helper(asyncio.SubprocessProtocol):
         committer has at most Store.overlap requests in flight, so what
         waits in the pipe's buffer is bounded.)"""
         assert self.stdin is not None
-        body = marshal.dumps((op, args))
         self.waiting.append(answer)
-        self.stdin.write(_FRAME.pack(len(body)) + body)
+        self.stdin.write(_frame((op, args)))
 
     async def request(self, op: str, args: tuple[Any, ...]) -> Any:
         """Send one request and wait for its answer (``(ok, result)``)."""
