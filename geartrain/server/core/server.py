@@ -1006,7 +1006,7 @@ class JobServer:
                     job.state = QUEUED
                     f = job.function
                     p = job.priority
-                    f.queues[p].append(job)  # (Function.push)
+                    f.queues[p].append(job)  # (_enqueue and Function.push, inlined)
                     f.queued[p] += 1
                     if f.sleepers and not self.draining:
                         self._wake(f)

@@ -36,9 +36,9 @@ log = logging.getLogger("geartrain.server")
 class StoredJob(NamedTuple):
     """A job as it is kept in a store (satisfies the core's ``JobRecord``).
 
-    A tuple: the committer makes one per job on the path of every durable
-    submit (``from_job``), and a tuple of bytes and numbers is cheap to make
-    and soon dropped from the garbage collector's lists."""
+    A tuple, cheap to make and soon dropped from the garbage collector's
+    lists; the committer hands a store the jobs to add as ``StoredRows``,
+    which makes these only when the store reads them."""
 
     handle: bytes
     function: bytes
